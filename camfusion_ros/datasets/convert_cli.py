@@ -1,0 +1,59 @@
+"""camfusion-convert: turn Replica (NICE-SLAM renders) or ScanNet (exported) scenes into rosbag2 + gt/."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from camfusion_ros.core.recording import exit_on_error
+from camfusion_ros.datasets.bag_writer import DEPTH_ENCODINGS, BagWriterError
+from camfusion_ros.datasets.converter import ConversionError, ConvertConfig
+
+
+def _parser() -> argparse.ArgumentParser:
+    d = ConvertConfig()
+    p = argparse.ArgumentParser(prog="camfusion-convert", description=__doc__)
+    sub = p.add_subparsers(dest="dataset", required=True)
+    for name in ("replica", "scannet"):
+        s = sub.add_parser(name, help=f"convert one {name} scene folder")
+        s.add_argument("src", type=Path, help="scene folder (see camfusion_ros/datasets/%s.py for the layout)" % name)
+        s.add_argument("--out", required=True, type=Path, help="output directory (gets bag/ and gt/)")
+        s.add_argument("--max-frames", type=int, default=d.max_frames)
+        s.add_argument("--stride", type=int, default=d.stride)
+        s.add_argument("--fps", type=float, default=d.fps, help="source frame rate (sets the stamps)")
+        s.add_argument("--depth-encoding", choices=DEPTH_ENCODINGS, default=d.depth_encoding)
+        s.add_argument("--no-progress", action="store_true")
+        if name == "replica":
+            s.add_argument("--mesh", type=Path, help="scene mesh (default SRC/../<scene>_mesh.ply)")
+            s.add_argument("--semantic-gt", type=Path, help="per-vertex class ids (default SRC/../semantic_gt/<scene>.txt)")
+            s.add_argument("--eval-info", type=Path, help="OVO replica_eval_info.yaml to map labels to its class list")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    cfg = ConvertConfig(max_frames=args.max_frames, stride=args.stride, fps=args.fps,
+                        depth_encoding=args.depth_encoding, progress=not args.no_progress)
+    with exit_on_error(ConversionError, BagWriterError, OSError):
+        if not args.src.is_dir():
+            raise ConversionError(f"source folder not found: {args.src}")
+        if args.fps <= 0:
+            raise ConversionError(f"--fps must be positive, got {args.fps}")
+        if args.dataset == "replica":
+            from camfusion_ros.datasets.replica import convert_replica
+
+            summary = convert_replica(args.src, args.out, cfg, mesh=args.mesh, semantic_gt=args.semantic_gt,
+                                      eval_info=args.eval_info)
+        else:
+            from camfusion_ros.datasets.scannet import convert_scannet
+
+            summary = convert_scannet(args.src, args.out, cfg)
+    if summary["skipped"]:
+        print(f"warning: skipped {summary['skipped']} frame(s) with invalid (non-finite) poses", file=sys.stderr)
+    print(json.dumps(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
