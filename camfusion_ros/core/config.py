@@ -38,7 +38,7 @@ class FusionConfig:
 class MappingConfig:
     segment_every: int = 1             # segment every n-th frame (OVO keyframes: 10)
     fuse_every: int = 10               # offline runner: re-fuse dirty instances every n frames (0: at the end only)
-    label_threshold: float = 0.0       # instances whose best score is below stay unlabelled ("")
+    label_threshold: float = -1.0      # instances whose best cosine score is below stay unlabelled ("" ; -1: always label)
     top_k: int = 5                     # labels kept per instance
     segmenter: SegmenterConfig = field(default_factory=SegmenterConfig)
     tracker: TrackerConfig = field(default_factory=TrackerConfig)
