@@ -97,19 +97,14 @@ def _coerce(v: Any, t: Any, key: str) -> Any:
 
 
 def unflatten(flat: dict) -> dict:
-    """{"a.b": 1} -> {"a": {"b": 1}} (ROS parameters are flat with dots)."""
+    """{"a.b": 1} -> {"a": {"b": 1}} (ROS parameters are flat with dots); nested parts merge deeply."""
     out: dict = {}
     for k, v in flat.items():
-        if isinstance(v, dict):
-            v = unflatten(v)
-        node = out
         parts = str(k).split(".")
-        for p in parts[:-1]:
-            node = node.setdefault(p, {})
-        if isinstance(v, dict) and isinstance(node.get(parts[-1]), dict):
-            node[parts[-1]].update(v)
-        else:
-            node[parts[-1]] = v
+        node: dict = unflatten(v) if isinstance(v, dict) else v
+        for p in reversed(parts):
+            node = {p: node}
+        out = _merge(out, node)
     return out
 
 

@@ -42,8 +42,7 @@ class AveragePooling:
 
     def fuse(self, views: np.ndarray, valid: np.ndarray) -> np.ndarray:
         views, valid = check_batch(views, valid)
-        w = valid[..., None].astype(np.float32)
-        return normalize((normalize(views) * w).sum(1))
+        return normalize(np.where(valid[..., None], normalize(views), 0.0).sum(1))
 
 
 class Medoid:

@@ -17,7 +17,7 @@ class ViewBankConfig:
     border_margin: int = 10            # pixels; mask pixels this close to the border count as cut off
 
 
-@dataclass
+@dataclass(eq=False)   # identity, not value: descriptors are arrays
 class View:
     score: float
     descriptor: np.ndarray            # (D,) float32, normalised
@@ -66,7 +66,7 @@ class ViewBank:
         self.views.append(view)
         self.views.sort(key=lambda v: -v.score)
         del self.views[self.max_views:]
-        return view in self.views
+        return any(v is view for v in self.views)
 
     def merge(self, other: "ViewBank") -> bool:
         """Keep the best K of both banks (instance merges)."""

@@ -1,0 +1,78 @@
+"""camfusion-map / camfusion-relabel on the synthetic bag, every fusion, with the real
+PE-Core-T-16-384 architecture at RANDOM weights (labels are meaningless; the tests
+check the runs, the summaries and that maps reload to identical arrays)."""
+import json
+
+import numpy as np
+import pytest
+
+from camfusion_ros.cli import map_cli, relabel_cli
+from camfusion_ros.core.camfusion.checkpoint import save_checkpoint
+from camfusion_ros.core.camfusion.model import CamFusionConfig, build_camfusion
+from camfusion_ros.core.map_store import load_map
+
+pytestmark = pytest.mark.slow
+COMMON = ["--segmenter", "gt", "--model", "PE-Core-T-16-384", "--pretrained", "random", "--device", "cpu",
+          "--set", "descriptor.tiling=false", "--set", "vocabulary.names=[chair, table, lamp, wall, floor]",
+          "--max-frames", "3", "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    """A CAMFusion checkpoint with random weights sized for PE-Core-T (512-d)."""
+    cfg = CamFusionConfig(input_dim=512, width=32, depth=1, heads=2, mlp_hidden=64)
+    return str(save_checkpoint(tmp_path_factory.mktemp("ckpt") / "camfusion", build_camfusion(cfg), cfg))
+
+
+def run_json(main, argv, capsys):
+    assert main(argv) == 0
+    return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("fusion", ["avg", "l1medoid", "cosmedoid", "camfusion"])
+def test_map_runs_with_every_fusion_and_reloads_identically(fusion, synth_scene, tmp_path, checkpoint, capsys):
+    out = tmp_path / "map"
+    extra = ["--checkpoint", checkpoint] if fusion == "camfusion" else []
+    summary = run_json(map_cli.main, [str(synth_scene / "bag"), "--out", str(out), "--fusion", fusion, *COMMON, *extra],
+                       capsys)
+    assert summary["frames"] == 3 and summary["instances"] >= 5 and summary["fusion"] == fusion
+    assert summary["weights_are_random"] is True
+    assert set(summary["stage_seconds"]) == {"segmentation", "tracking", "descriptors", "fusion"}
+    a, b = load_map(out), load_map(out)
+    for field in ("points", "colors", "point_instance", "ids", "fused", "view_descriptors", "view_valid"):
+        assert np.array_equal(getattr(a, field), getattr(b, field))
+    assert np.allclose(np.linalg.norm(a.fused, axis=1), 1.0, atol=1e-4)
+    assert a.meta["fusion"] == fusion and len(a.meta["labels"]) == len(a.ids)
+    # saving the reloaded map again reproduces the same arrays
+    from camfusion_ros.core.pipeline import MappingPipeline
+
+    again = MappingPipeline.from_map(out)
+    again._vlm = None
+    again.save(tmp_path / "copy")
+    c = load_map(tmp_path / "copy")
+    for field in ("points", "point_instance", "ids", "fused", "view_descriptors", "view_valid", "view_scores"):
+        assert np.array_equal(getattr(a, field), getattr(c, field)), field
+
+
+def test_relabel_refuses_the_saved_views_without_the_bag(synth_scene, tmp_path, capsys):
+    out = tmp_path / "map"
+    run_json(map_cli.main, [str(synth_scene / "bag"), "--out", str(out), "--fusion", "avg", *COMMON], capsys)
+    s = run_json(relabel_cli.main, [str(out), "--fusion", "l1medoid", "--out", str(tmp_path / "l1")], capsys)
+    assert s["fusion"] == "l1medoid" and s["vocabulary_size"] == 5
+    avg, l1 = load_map(out), load_map(tmp_path / "l1")
+    assert np.array_equal(avg.ids, l1.ids) and l1.meta["fusion"] == "l1medoid"
+    # the L1 medoid is one of the stored views
+    for b in range(len(l1.ids)):
+        views = l1.view_descriptors[b][l1.view_valid[b]]
+        assert np.min(np.abs(views - l1.fused[b]).sum(1)) < 1e-4
+
+
+def test_bad_inputs_give_one_error_line(tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        map_cli.main([str(tmp_path / "missing"), "--out", str(tmp_path / "m")])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and "not found" in err and "Traceback" not in err
+    with pytest.raises(SystemExit) as e:
+        relabel_cli.main([str(tmp_path)])
+    assert e.value.code == 2 and "missing" in capsys.readouterr().err
