@@ -14,7 +14,7 @@ import threading
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Union
 
 import numpy as np
 import torch
@@ -189,7 +189,7 @@ def _cached_tag_file(model_name: str, tag: str, cache_dir: Optional[str]) -> str
         try_to_load_from_cache = None
     if try_to_load_from_cache is not None:
         for name in candidates:
-            hit = try_to_load_from_cache(repo_id=repo_id, filename=name, cache_dir=cache_dir)
+            hit = try_to_load_from_cache(repo_id=repo_id, filename=name, cache_dir=cache_dir or None)
             if isinstance(hit, str) and os.path.isfile(hit):
                 return hit
     raise WeightsNotFoundError(
@@ -202,10 +202,20 @@ _CACHE: dict[tuple, VisionLanguageModel] = {}
 _LOCK = threading.Lock()
 
 
-def load_vlm(cfg: Optional[VLMConfig] = None, *, use_cache: bool = True) -> VisionLanguageModel:
-    """Builds (or returns the process's cached) model for cfg; never downloads."""
+def load_vlm(cfg: Union[VLMConfig, str, None] = None, pretrained: Optional[str] = None,
+             device: Optional[str] = None, *, use_cache: bool = True) -> VisionLanguageModel:
+    """Builds (or returns the process's cached) model; never downloads.
+
+    Takes a VLMConfig, or a model name with optional pretrained/device
+    (``load_vlm("PE-Core-T-16-384", "random", "cpu")``).
+    """
     import open_clip
 
+    if isinstance(cfg, str):
+        cfg = VLMConfig(model_name=cfg, device=device,
+                        **({"pretrained": pretrained} if pretrained is not None else {}))
+    elif pretrained is not None or device is not None:
+        raise VLMError("pass pretrained/device inside the VLMConfig, or a model name instead of a config")
     cfg = cfg or VLMConfig()
     if cfg.precision not in PRECISIONS:
         raise VLMError(f"unknown precision {cfg.precision!r}; use one of {sorted(PRECISIONS)}")

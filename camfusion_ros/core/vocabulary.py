@@ -41,7 +41,7 @@ class VocabularyConfig:
     source: str = "scannet200"  # shipped list name (scannet200 | scannet20 | replica) or a .txt path
     names: Optional[list[str]] = None  # inline class names; override source when given
     templates: list[str] = field(default_factory=lambda: list(DEFAULT_TEMPLATES))
-    cache_dir: Optional[str] = "~/.cache/camfusion_ros/text"  # None: no disk cache
+    cache_dir: Optional[str] = "~/.cache/camfusion_ros/text"  # None or "": no disk cache
     batch_size: int = 256  # prompts per text-encoder batch
 
 
@@ -82,7 +82,7 @@ class Vocabulary:
         self.model_key = vlm.cache_key
         self.loaded_from_cache = False
         path = None
-        if cache_dir is not None and not vlm.weights_are_random:
+        if cache_dir not in (None, "") and not vlm.weights_are_random:
             path = Path(os.path.expanduser(str(cache_dir))) / f"{self._digest()}.safetensors"
             emb = self._read_cache(path)
             if emb is not None:
