@@ -65,3 +65,21 @@ def test_tracked_map_with_shuffled_labels_scores_near_chance(tracked):
     r = evaluate_map(shuffled, gt, EvalConfig())
     assert r["semantic"]["mIoU"] < 0.25
     assert r["instance_top1"]["AP50"] < 0.25
+
+
+@pytest.mark.slow
+def test_eval_from_a_bag_maps_once_and_compares_fusions(tmp_path, capsys):
+    """camfusion-eval --bag with the synthetic preset (GT masks, PE-Core-T with RANDOM weights)."""
+    from camfusion_ros.datasets.synth import SynthConfig, generate
+    from camfusion_ros.eval.cli import main
+
+    scene = generate(tmp_path / "scene", SynthConfig(seed=2, frames=4, width=96, height=72, objects=3))
+    out = tmp_path / "report"
+    assert main(["--bag", str(scene / "bag"), "--gt", str(scene / "gt"), "--fusion", "avg,l1medoid",
+                 "--config", "config/presets/synthetic_random.yaml", "--out", str(out)]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert set(metrics["runs"]) == {"avg", "l1medoid"}
+    for run in metrics["runs"].values():
+        assert 0.0 <= run["semantic"]["mIoU"] <= 1.0
+    assert (out / "summary.png").read_bytes()[:4] == b"\x89PNG"
+    assert "| avg |" in (out / "report.md").read_text()
