@@ -57,6 +57,15 @@ class Medoid:
     def fuse(self, views: np.ndarray, valid: np.ndarray) -> np.ndarray:
         views, valid = check_batch(views, valid)
         views = normalize(views)
+        B, K, D = views.shape
+        step = max(1, (1 << 25) // max(1, K * K * D))      # bounds the (b, K, K, D) L1 intermediate
+        best = np.concatenate([self._best(views[i:i + step], valid[i:i + step]) for i in range(0, B, step)]) \
+            if B else np.zeros(0, np.int64)
+        out = views[np.arange(B), best] if B else np.zeros((0, D), np.float32)
+        out[~valid.any(1)] = 0.0
+        return out.astype(np.float32)
+
+    def _best(self, views: np.ndarray, valid: np.ndarray) -> np.ndarray:
         if self.metric == "l1":
             dist = np.abs(views[:, :, None, :] - views[:, None, :, :]).sum(-1)
         else:
@@ -64,10 +73,7 @@ class Medoid:
         pair_ok = valid[:, :, None] & valid[:, None, :]
         cost = np.where(pair_ok, dist, 0.0).sum(-1)
         cost = np.where(valid, cost, np.inf)
-        best = np.argmin(cost, axis=1)
-        out = views[np.arange(len(views)), best]
-        out[~valid.any(1)] = 0.0
-        return out.astype(np.float32)
+        return np.argmin(cost, axis=1)
 
 
 def _camfusion(**kwargs) -> Fuser:
