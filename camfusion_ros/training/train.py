@@ -1,0 +1,353 @@
+"""``camfusion-train``: train CAMFusion on descriptor shards, on one process or under torchrun (DDP).
+
+Run state lives in RUNDIR: ``metrics.jsonl``, ``metrics.png``, ``checkpoint/``
+(model, loss parameters and optimizer as safetensors + step/config/optimizer
+scalars as JSON; written atomically) and ``final/`` (a model checkpoint the
+``camfusion`` fuser loads). Randomness is derived from (seed, rank, step), so
+the saved step restores the data order and RNG exactly on ``--resume``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from camfusion_ros.core.camfusion.checkpoint import CheckpointError, save_checkpoint
+from camfusion_ros.core.camfusion.model import CamFusion, ModelBuildError, build_camfusion
+from camfusion_ros.core.fusion import make_fuser
+from camfusion_ros.training.config import ConfigError, TrainConfig, load_config, to_dict
+from camfusion_ros.training.losses import CamFusionLoss
+from camfusion_ros.training.sampler import InstanceSampler, best_views
+from camfusion_ros.training.shards import ShardError, find_text_embeddings, load_split, read_text_embeddings
+from camfusion_ros.training.synthetic import ensure_synthetic
+
+STATE_FORMAT = "camfusion-train-state/1"
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    """Cyclic cosine from the cycle's peak to lr_min over lr_period steps; each cycle's peak is decayed."""
+    cycle, pos = divmod(int(step), cfg.lr_period)
+    peak = cfg.lr_max * cfg.lr_cycle_decay**cycle
+    peak = max(peak, cfg.lr_min)
+    return cfg.lr_min + 0.5 * (peak - cfg.lr_min) * (1.0 + math.cos(math.pi * pos / cfg.lr_period))
+
+
+class Trainee(nn.Module):
+    """Model + loss parameters in one module, so DDP synchronises both."""
+
+    def __init__(self, model: CamFusion, loss: CamFusionLoss):
+        super().__init__()
+        self.model = model
+        self.loss = loss
+
+    def forward(self, views, views_valid, text, class_ids, unseen, unseen_valid):
+        fused = self.model(views, views_valid)
+        out = self.loss(fused, text, class_ids, unseen, unseen_valid)
+        out["fused"] = fused
+        return out
+
+
+# ---- train state (no pickle: tensors in safetensors, scalars in JSON) ----
+
+def save_state(path: Path, trainee: Trainee, opt: torch.optim.Optimizer, step: int, cfg: TrainConfig, extra: dict) -> None:
+    tensors = {f"trainee.{k}": v.detach().cpu().contiguous() for k, v in trainee.state_dict().items()}
+    sd = opt.state_dict()
+    scalars: dict = {}
+    for pid, st in sd["state"].items():
+        for key, val in st.items():
+            if torch.is_tensor(val):
+                tensors[f"optim.{pid}.{key}"] = val.detach().cpu().contiguous()
+            else:
+                scalars[f"{pid}.{key}"] = val
+    doc = {
+        "format": STATE_FORMAT, "step": step, "config": to_dict(cfg), "param_groups": sd["param_groups"],
+        "optim_scalars": scalars, "extra": extra,
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.mkdir(exist_ok=True)
+    save_file(tensors, str(tmp / "state.safetensors"))
+    (tmp / "state.json").write_text(json.dumps(doc, indent=1))
+    if path.exists():
+        old = path.with_name(f".{path.name}.old")
+        if old.exists():
+            for f in old.iterdir():
+                f.unlink()
+            old.rmdir()
+        os.replace(path, old)
+        os.replace(tmp, path)
+        for f in old.iterdir():
+            f.unlink()
+        old.rmdir()
+    else:
+        os.replace(tmp, path)
+
+
+def load_state(path: Path, trainee: Trainee, opt: torch.optim.Optimizer) -> dict:
+    try:
+        doc = json.loads((path / "state.json").read_text())
+        tensors = load_file(str(path / "state.safetensors"))
+    except FileNotFoundError as e:
+        raise CheckpointError(f"training checkpoint incomplete: {e.filename} missing") from None
+    except (OSError, json.JSONDecodeError, SafetensorError) as e:
+        raise CheckpointError(f"corrupt training checkpoint in {path}: {e}") from None
+    if doc.get("format") != STATE_FORMAT:
+        raise CheckpointError(f"{path} is not a CAMFusion training checkpoint")
+    own = {k[len("trainee."):]: v for k, v in tensors.items() if k.startswith("trainee.")}
+    try:
+        build_camfusion(trainee.model.cfg, {k[len("model."):]: v for k, v in own.items() if k.startswith("model.")})
+    except ModelBuildError as e:
+        raise CheckpointError(f"training checkpoint {path} does not match the config: {e}") from None
+    trainee.load_state_dict(own, strict=True)
+    state: dict = {}
+    for k, v in tensors.items():
+        if k.startswith("optim."):
+            _, pid, key = k.split(".", 2)
+            state.setdefault(int(pid), {})[key] = v
+    for k, v in doc["optim_scalars"].items():
+        pid, key = k.split(".", 1)
+        state.setdefault(int(pid), {})[key] = v
+    opt.load_state_dict({"state": state, "param_groups": doc["param_groups"]})
+    return doc
+
+
+# ---- helpers ----
+
+def _dist_env() -> tuple[int, int, int]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    return int(os.environ.get("RANK", "0")), world, int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def topk_accuracy(fused: np.ndarray, text: np.ndarray, labels: np.ndarray, ks=(1, 5)) -> dict[str, float]:
+    scores = fused @ text.T
+    order = np.argsort(-scores, axis=1)
+    return {f"top{k}": float((order[:, :k] == labels[:, None]).any(1).mean()) for k in ks}
+
+
+def _append_jsonl(path: Path, rec: dict) -> None:
+    with path.open("a") as f:
+        f.write(json.dumps(rec) + "\n")
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    """Drop lines a killed run logged after its last checkpoint (they are logged again)."""
+    if not path.is_file():
+        return
+    keep = []
+    for line in path.read_text().splitlines():
+        try:
+            if json.loads(line).get("step", 0) <= step:
+                keep.append(line)
+        except json.JSONDecodeError:
+            continue
+    path.write_text("".join(l + "\n" for l in keep))
+
+
+def plot_metrics(metrics: Path, out_png: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    recs = [json.loads(l) for l in metrics.read_text().splitlines() if l.strip()]
+    tr = [r for r in recs if "loss" in r]
+    va = [r for r in recs if "val_top1" in r]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
+    if tr:
+        a.plot([r["step"] for r in tr], [r["loss"] for r in tr], label="loss")
+        a.plot([r["step"] for r in tr], [r["loss_class"] for r in tr], label="class loss")
+        if "loss_multiview" in tr[0]:
+            a.plot([r["step"] for r in tr], [r["loss_multiview"] for r in tr], label="multiview loss")
+        a.set_yscale("log")
+    a.set_xlabel("step"), a.set_title("training loss"), a.legend()
+    if va:
+        b.plot([r["step"] for r in va], [r["val_top1"] for r in va], "o-", label="camfusion top-1")
+        b.plot([r["step"] for r in va], [r["val_top5"] for r in va], "o-", label="camfusion top-5")
+        b.axhline(va[-1]["val_avg_top1"], color="gray", ls="--", label="avg pooling top-1")
+    if tr:
+        b.plot([r["step"] for r in tr], [r["train_top1"] for r in tr], alpha=0.5, label="train batch top-1")
+    b.set_xlabel("step"), b.set_title("accuracy"), b.set_ylim(0, 1), b.legend()
+    fig.tight_layout()
+    fig.savefig(out_png, dpi=90)
+    plt.close(fig)
+
+
+# ---- the run ----
+
+def train(cfg: TrainConfig, out: str | Path, resume: bool = False, stop_at_step: int | None = None, progress: bool = True) -> dict:
+    """Train (or continue) a run; returns the last validation metrics. ``stop_at_step`` stops early (as a kill would)."""
+    rank, world, local_rank = _dist_env()
+    use_cuda = torch.cuda.is_available()
+    distributed = world > 1
+    if distributed and not dist.is_initialized():
+        dist.init_process_group("nccl" if use_cuda else "gloo")
+    device = torch.device(f"cuda:{local_rank}" if use_cuda else "cpu")
+    if use_cuda:
+        torch.cuda.set_device(device)
+    if cfg.num_threads:
+        torch.set_num_threads(cfg.num_threads)
+    out = Path(out)
+    try:
+        root = Path(cfg.data.root)
+        if rank == 0:
+            out.mkdir(parents=True, exist_ok=True)
+            if cfg.data.synthetic is not None:
+                ensure_synthetic(root, cfg.data.synthetic)
+        if distributed:
+            dist.barrier()
+        names, text_np = read_text_embeddings(find_text_embeddings(root / cfg.data.train_split))
+        train_set = load_split(root / cfg.data.train_split, names)
+        val_set = load_split(root / cfg.data.val_split, names)
+        if train_set.dim != cfg.model.input_dim or text_np.shape[1] != cfg.model.input_dim:
+            raise ConfigError(
+                f"model.input_dim {cfg.model.input_dim} does not match the data (descriptors {train_set.dim}, text {text_np.shape[1]})"
+            )
+        local_bs = cfg.batch_size // world
+        if local_bs <= 0:
+            raise ConfigError(f"batch_size {cfg.batch_size} is smaller than the number of processes {world}")
+        steps_per_epoch = max(1, math.ceil(len(train_set) / cfg.batch_size))
+        total = cfg.max_steps if cfg.max_steps is not None else cfg.epochs * steps_per_epoch
+
+        torch.manual_seed(cfg.seed)
+        trainee = Trainee(build_camfusion(cfg.model), CamFusionLoss(cfg.loss)).to(device)
+        decay = [p for n, p in trainee.named_parameters() if p.ndim >= 2 and n.startswith("model.")]
+        no_decay = [p for n, p in trainee.named_parameters() if not (p.ndim >= 2 and n.startswith("model."))]
+        opt = torch.optim.AdamW(
+            [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+            lr=cfg.lr_max, betas=cfg.betas,
+        )
+        start = 0
+        ckpt_dir = out / "checkpoint"
+        metrics = out / "metrics.jsonl"
+        if resume:
+            if not (ckpt_dir / "state.json").is_file():
+                raise CheckpointError(f"nothing to resume: no training checkpoint in {ckpt_dir}")
+            start = int(load_state(ckpt_dir, trainee, opt)["step"])
+            if rank == 0:
+                _truncate_metrics(metrics, start)
+        elif rank == 0 and metrics.exists():
+            metrics.unlink()
+        net = nn.parallel.DistributedDataParallel(trainee) if distributed else trainee
+        sampler = InstanceSampler(train_set, cfg.sampler)
+        text_all = torch.from_numpy(text_np).to(device)
+        val_views, val_valid = best_views(val_set, cfg.eval_views)
+        val_avg = topk_accuracy(make_fuser("avg").fuse(val_views, val_valid), text_np, val_set.class_ids)
+
+        def validate(step: int) -> dict:
+            trainee.eval()
+            fused = []
+            with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_cuda):
+                for s in range(0, len(val_views), 4096):
+                    v = torch.from_numpy(val_views[s : s + 4096]).to(device)
+                    m = torch.from_numpy(val_valid[s : s + 4096]).to(device)
+                    fused.append(trainee.model(v, m).float().cpu().numpy())
+            trainee.train()
+            acc = topk_accuracy(np.concatenate(fused), text_np, val_set.class_ids)
+            return {"step": step, "val_top1": acc["top1"], "val_top5": acc["top5"], "val_avg_top1": val_avg["top1"]}
+
+        from tqdm import tqdm
+
+        bar = tqdm(total=total, initial=start, disable=not progress or rank != 0, desc="camfusion-train", dynamic_ncols=True)
+        last_val: dict = {}
+        trainee.train()
+        t0 = time.time()
+        step = start
+        for step in range(start, total):
+            lr = lr_at(step, cfg)
+            for g in opt.param_groups:
+                g["lr"] = lr
+            rng = np.random.default_rng([cfg.seed, rank, step])
+            torch.manual_seed(cfg.seed * 1_000_003 + step * 4099 + rank)
+            b = sampler.sample(local_bs, rng)
+            cls = torch.from_numpy(b.class_ids).to(device)
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_cuda):
+                res = net(
+                    torch.from_numpy(b.views).to(device), torch.from_numpy(b.views_valid).to(device),
+                    text_all[cls], cls, torch.from_numpy(b.unseen).to(device), torch.from_numpy(b.unseen_valid).to(device),
+                )
+            opt.zero_grad(set_to_none=True)
+            res["loss"].backward()
+            if cfg.grad_clip:
+                nn.utils.clip_grad_norm_(trainee.parameters(), cfg.grad_clip)
+            opt.step()
+            done = step + 1
+            bar.update(1)
+            if rank == 0 and (done % cfg.log_every == 0 or done == total):
+                pred = (res["fused"].detach().float() @ text_all.T).argmax(1)
+                rec = {
+                    "step": done, "epoch": done / steps_per_epoch, "lr": lr,
+                    "loss": float(res["loss"].detach()), "loss_class": float(res["loss_class"].detach()),
+                    "train_top1": float((pred == cls).float().mean()),
+                    "temperature": float(trainee.loss.temperature.detach()), "bias": float(trainee.loss.bias.detach()),
+                    "elapsed_s": time.time() - t0,
+                }
+                if "loss_multiview" in res:
+                    rec["loss_multiview"] = float(res["loss_multiview"].detach())
+                _append_jsonl(metrics, rec)
+                bar.set_postfix(loss=f"{rec['loss']:.3f}", lr=f"{lr:.2e}")
+            if done % cfg.val_every == 0 or done == total:
+                if rank == 0:
+                    last_val = validate(done)
+                    _append_jsonl(metrics, last_val)
+                    bar.set_postfix(val_top1=f"{last_val['val_top1']:.3f}")
+            if done % cfg.checkpoint_every == 0 or done == total:
+                if rank == 0:
+                    save_state(ckpt_dir, trainee, opt, done, cfg, {"world_size": world})
+                if distributed:
+                    dist.barrier()
+            if stop_at_step is not None and done >= stop_at_step:
+                break
+        bar.close()
+        finished = step + 1 >= total
+        if rank == 0:
+            if finished:
+                save_checkpoint(
+                    out / "final", trainee.model, cfg.model,
+                    extra={"step": total, "temperature": float(trainee.loss.temperature.detach()), "bias": float(trainee.loss.bias.detach()),
+                           "class_names": names, "data": str(root)},
+                )
+            if metrics.is_file():
+                plot_metrics(metrics, out / "metrics.png")
+        return last_val
+    finally:
+        if distributed and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="camfusion-train", description="Train CAMFusion on precomputed descriptor shards.")
+    ap.add_argument("--config", required=True, help="training/configs/NAME.yaml")
+    ap.add_argument("--out", help="run directory (default: out/runs/<config name>)")
+    ap.add_argument("--resume", action="store_true", help="continue from RUNDIR/checkpoint")
+    ap.add_argument("--max-steps", type=int, help="override the config's max_steps (e.g. a short smoke run)")
+    ap.add_argument("--no-progress", action="store_true")
+    args = ap.parse_args(argv)
+    try:
+        cfg = load_config(args.config)
+        if args.max_steps is not None:
+            if args.max_steps <= 0:
+                raise ConfigError("--max-steps must be positive")
+            cfg.max_steps = args.max_steps
+        out = Path(args.out) if args.out else Path("out/runs") / Path(args.config).stem
+        res = train(cfg, out, resume=args.resume, progress=not args.no_progress)
+    except (ConfigError, ShardError, CheckpointError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(json.dumps({"run": str(out), **res}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

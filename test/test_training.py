@@ -1,0 +1,195 @@
+"""Training module: config, LR schedule, shards, sampler, synthetic data, train/resume, eval CLI (tiny configs)."""
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+
+from camfusion_ros.core.camfusion.checkpoint import load_checkpoint
+from camfusion_ros.training import eval_fusion, train as train_mod
+from camfusion_ros.training.config import ConfigError, TrainConfig, load_config
+from camfusion_ros.training.sampler import InstanceSampler, SamplerConfig, best_views, instance_weights
+from camfusion_ros.training.shards import ShardError, load_split, read_shard, write_shard
+from camfusion_ros.training.synthetic import SyntheticConfig, generate, write_synthetic
+from camfusion_ros.training.train import lr_at, train
+
+TINY = {
+    "model": {"input_dim": 16, "width": 32, "depth": 1, "heads": 4, "mlp_hidden": 64},
+    "data": {"synthetic": {"dim": 16, "n_classes": 6, "n_groups": 3, "n_background": 2, "n_parts": 4,
+                           "n_scenes": 12, "instances_per_scene": 6, "views": 6}},
+    "sampler": {"n_input": 3, "n_target": 2},
+    "batch_size": 16, "max_steps": 6, "lr_max": 1.0e-3, "lr_period": 4,
+    "val_every": 3, "checkpoint_every": 3, "log_every": 1, "num_threads": 1,
+}
+
+
+def tiny_config(tmp_path, **over) -> TrainConfig:
+    doc = json.loads(json.dumps(TINY))
+    doc["data"]["root"] = str(tmp_path / "data")
+    doc.update(over)
+    p = tmp_path / "tiny.yaml"
+    p.write_text(yaml.safe_dump(doc))
+    return load_config(p)
+
+
+def test_lr_schedule_is_cyclic_cosine_with_decaying_peaks():
+    cfg = TrainConfig()
+    assert lr_at(0, cfg) == pytest.approx(1e-4)
+    assert lr_at(3600, cfg) == pytest.approx((1e-4 + 5e-7) / 2)
+    assert lr_at(7199, cfg) == pytest.approx(5e-7, abs=1e-9)
+    assert lr_at(7200, cfg) == pytest.approx(0.5e-4)
+    assert lr_at(14400, cfg) == pytest.approx(0.25e-4)
+    first = [lr_at(s, cfg) for s in range(0, 7200, 100)]
+    assert all(a > b for a, b in zip(first, first[1:]))
+
+
+def test_configs_load_and_unknown_keys_are_errors(tmp_path):
+    assert load_config("training/configs/synthetic_small.yaml").data.synthetic is not None
+    paper = load_config("training/configs/paper.yaml")
+    assert (paper.batch_size, paper.lr_period, paper.model.depth, paper.epochs) == (512, 7200, 8, 100)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model:\n  widht: 3\n")
+    with pytest.raises(ConfigError, match=r"unknown key\(s\) in config\.model: widht"):
+        load_config(bad)
+    bad.write_text("batch_size: many\n")
+    with pytest.raises(ConfigError, match="batch_size must be int"):
+        load_config(bad)
+
+
+def test_shards_round_trip_and_merge_class_vocabularies(tmp_path):
+    rng = np.random.default_rng(0)
+    d1 = rng.normal(size=(3, 4, 8)).astype(np.float16)
+    write_shard(tmp_path / "s" / "a.safetensors", [0, 1, 1], d1, np.ones((3, 4), bool), np.ones((3, 4)), ["chair", "table"], "m")
+    write_shard(tmp_path / "s" / "b.safetensors", [0], rng.normal(size=(1, 2, 8)), np.ones((1, 2), bool),
+                np.ones((1, 2)), ["table"], "m")
+    a = read_shard(tmp_path / "s" / "a.safetensors")
+    assert a.descriptors.dtype == np.float16 and np.array_equal(a.descriptors, d1) and a.class_names == ["chair", "table"]
+    s = load_split(tmp_path / "s", ["table", "chair"])
+    assert s.descriptors.shape == (4, 4, 8)
+    assert s.class_ids.tolist() == [1, 0, 0, 0]
+    assert s.view_valid[3].tolist() == [True, True, False, False]
+    with pytest.raises(ShardError, match="not in the vocabulary"):
+        load_split(tmp_path / "s", ["chair"])
+    (tmp_path / "s" / "c.safetensors").write_bytes(b"junk")
+    with pytest.raises(ShardError, match="corrupt shard"):
+        load_split(tmp_path / "s")
+    with pytest.raises(ShardError, match="no descriptor shards"):
+        load_split(tmp_path)
+
+
+def test_inverse_class_frequency_sampling_and_view_split():
+    rng = np.random.default_rng(0)
+    cls = np.array([0] * 90 + [1] * 10)
+    n, v, d = len(cls), 12, 4
+    desc = np.zeros((n, v, d), np.float32)
+    desc[:, :, 0] = np.arange(n)[:, None]  # instance id
+    desc[:, :, 1] = np.arange(v)[None, :]  # view id
+    valid = np.ones((n, v), bool)
+    valid[95:, 1:] = False  # 5 instances with one view
+    valid[90:95, 3:] = False  # 5 with three views
+    from camfusion_ros.training.shards import DescriptorSet
+
+    ds = DescriptorSet(cls, desc, valid, np.ones((n, v), np.float32), ["a", "b"], "m")
+    w = instance_weights(cls)
+    assert w[0] == pytest.approx(1 / 180) and w[95] == pytest.approx(1 / 20)
+    s = InstanceSampler(ds, SamplerConfig(n_input=5, n_target=5))
+    b = s.sample(4000, rng)
+    assert 0.45 < (b.class_ids == 1).mean() < 0.55
+    inst = b.views[:, 0, 0].astype(int)
+    full = inst < 90
+    assert b.views_valid[full].all() and b.unseen_valid[full].all()
+    for i in np.flatnonzero(full)[:50]:
+        seen = set(b.views[i, :, 1].astype(int))
+        unseen = set(b.unseen[i, :, 1].astype(int))
+        assert len(seen) == 5 and len(unseen) == 5 and not seen & unseen
+        assert (b.unseen[i, :, 0] == inst[i]).all()
+    one = inst >= 95
+    assert b.views_valid[one].sum(1).tolist() == [1] * one.sum()
+    assert b.unseen_valid[one].sum(1).tolist() == [1] * one.sum()
+    assert np.array_equal(b.unseen[one, 0], b.views[one, 0])  # the single view is also the target
+    three = (inst >= 90) & (inst < 95)
+    assert (b.views_valid[three].sum(1) + b.unseen_valid[three].sum(1) == 3).all()
+    assert (b.views[three][~b.views_valid[three]] == 0).all()
+    assert (b.views[three, :, 1][b.views_valid[three]] < 3).all()
+
+
+def test_best_views_picks_highest_visibility():
+    from camfusion_ros.training.shards import DescriptorSet
+
+    desc = np.arange(4, dtype=np.float32).reshape(1, 4, 1) + 1
+    ds = DescriptorSet(np.array([0]), desc, np.array([[True, True, False, True]]),
+                       np.array([[0.1, 0.9, 5.0, 0.5]], np.float32), ["a"], "m")
+    v, ok = best_views(ds, 3)
+    assert v[0, :, 0].tolist() == [2, 4, 1] and ok.all()
+
+
+def test_synthetic_views_are_partial_and_contaminated(tmp_path):
+    cfg = SyntheticConfig(n_scenes=40)
+    a, b = generate(cfg), generate(cfg)
+    assert np.array_equal(a["descriptors"], b["descriptors"])
+    from camfusion_ros.core.fusion import make_fuser
+
+    valid = a["view_valid"]
+    avg = make_fuser("avg").fuse(a["descriptors"], valid)
+    acc = (np.argmax(avg @ a["prototypes"].T, 1) == a["class_ids"]).mean()
+    assert 1.5 / cfg.n_classes < acc < 0.9  # informative but clearly imperfect
+    out = write_synthetic(tmp_path / "syn", SyntheticConfig(n_scenes=5))
+    assert (out / "train").is_dir() and (out / "text_embeddings.safetensors").is_file()
+
+
+def _weights(run):
+    return load_file(str(run / "checkpoint" / "state.safetensors"))
+
+
+def test_train_writes_metrics_plot_and_a_loadable_checkpoint_and_resume_matches(tmp_path):
+    cfg = tiny_config(tmp_path)
+    res = train(cfg, tmp_path / "full", progress=False)
+    assert set(res) >= {"val_top1", "val_top5", "step"} and res["step"] == 6
+    recs = [json.loads(l) for l in (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in recs if "loss" in r] == [1, 2, 3, 4, 5, 6]
+    assert all(math.isfinite(r["loss"]) for r in recs if "loss" in r)
+    assert (tmp_path / "full" / "metrics.png").stat().st_size > 0
+    model, mcfg = load_checkpoint(tmp_path / "full" / "final")
+    assert mcfg.width == 32
+
+    train(cfg, tmp_path / "split", stop_at_step=3, progress=False)
+    assert json.loads((tmp_path / "split" / "checkpoint" / "state.json").read_text())["step"] == 3
+    assert not (tmp_path / "split" / "final").exists()
+    train(cfg, tmp_path / "split", resume=True, progress=False)
+    full, split = _weights(tmp_path / "full"), _weights(tmp_path / "split")
+    assert full.keys() == split.keys()
+    for k in full:
+        assert torch.equal(full[k], split[k]), k
+    recs2 = [json.loads(l) for l in (tmp_path / "split" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in recs2 if "loss" in r] == [1, 2, 3, 4, 5, 6]
+    assert recs2[-1]["val_top1"] == recs[-1]["val_top1"]
+    assert [r["loss"] for r in recs2 if "loss" in r] == [r["loss"] for r in recs if "loss" in r]
+
+
+def test_train_cli_errors_are_one_line(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("nonsense_key: 1\n")
+    assert train_mod.main(["--config", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: unknown key(s) in config: nonsense_key") and err.count("\n") == 1
+    cfg = tmp_path / "t.yaml"
+    doc = json.loads(json.dumps(TINY))
+    doc["data"]["root"] = str(tmp_path / "data")
+    cfg.write_text(yaml.safe_dump(doc))
+    assert train_mod.main(["--config", str(cfg), "--out", str(tmp_path / "r"), "--resume"]) == 2
+    assert "nothing to resume" in capsys.readouterr().err
+
+
+def test_eval_fusion_cli_prints_json_for_all_fusers(tmp_path, capsys):
+    cfg = tiny_config(tmp_path, max_steps=2)
+    train(cfg, tmp_path / "run", progress=False)
+    assert eval_fusion.main(["--checkpoint", str(tmp_path / "run" / "final"), "--data", str(tmp_path / "data")]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["data"].endswith("test") and res["instances"] > 0
+    for name in ("camfusion", "avg", "l1medoid"):
+        assert 0 <= res[name]["top1"] <= res[name]["top5"] <= 1
+    assert eval_fusion.main(["--checkpoint", str(tmp_path / "nope"), "--data", str(tmp_path / "data")]) == 2
+    assert capsys.readouterr().err.startswith("error: checkpoint not found")
