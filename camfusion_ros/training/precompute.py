@@ -77,6 +77,9 @@ def precompute_recording(
 ) -> dict:
     """Per instance: class id and up to ``max_views`` (highest visibility) view descriptors."""
     from camfusion_ros.core.recording import read_frames
+    from camfusion_ros.core.view_bank import ViewBankConfig, visibility_score
+
+    border_margin = ViewBankConfig().border_margin
 
     names, inst_class, background = read_gt_classes(gt_dir)
     rng = np.random.default_rng(seed)
@@ -90,14 +93,17 @@ def precompute_recording(
         if not ids:
             continue
         masks = frame.gt_instances[None] == np.asarray(ids)[:, None, None]
+        # the online view bank's score, so training ranks views the way mapping does
+        # (augmented copies are the same views: they keep the original's score)
+        scores = np.array([visibility_score(mk, frame.depth, border_margin) for mk in masks], np.float32)
         for copy in range(augment_copies + 1):
             rgb, m = (frame.rgb, masks) if copy == 0 else augment(frame.rgb, masks, rng, aug_cfg)
             area = m.reshape(len(ids), -1).sum(1)
-            ok = area >= min_pixels
+            ok = (area >= min_pixels) & (scores > 0)   # score 0: the mask lies in the border band
             if not ok.any():
                 continue
             desc, keep = extractor.extract(rgb, m[ok])
-            vis = area[ok] / float(m.shape[1] * m.shape[2])
+            vis = scores[ok]
             for iid, d, k, v in zip(np.asarray(ids)[ok], desc, keep, vis):
                 if k:
                     views.setdefault(int(iid), []).append((float(v), d.astype(np.float32)))
