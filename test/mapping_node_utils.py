@@ -1,0 +1,72 @@
+"""Shared helpers of the mapping-node tests: tiny configs, node start-up, status polling."""
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from pathlib import Path
+
+import yaml
+
+from rostest_utils import REPO, python
+
+CLIENT = "test/ros_peers/mapping_client.py"
+VOCAB = ["chair", "table", "sofa", "lamp", "wall", "floor"]
+
+# GT masks and the smallest Perception Encoder with RANDOM weights (no pretrained weights on this machine).
+TINY = {"segmenter": {"name": "gt"},
+        "vlm": {"model_name": "PE-Core-T-16-384", "pretrained": "random", "device": "cpu"},
+        "descriptor": {"tiling": False},
+        "vocabulary": {"names": VOCAB, "cache_dir": "", "templates": ["a photo of a {}."]},
+        "fusion": {"device": "cpu"}}
+
+
+def write_params(path: Path, **node: object) -> Path:
+    params = dict(TINY)
+    params.update({"input_qos": "reliable", "input_depth": 200, "sync_buffer": 50, "queue_size": 100,
+                   "fusion_period_s": 0.5, "status_period_s": 0.5})
+    params.update(node)
+    path.write_text(yaml.safe_dump({"mapping_node": {"ros__parameters": params}}))
+    return path
+
+
+def start_node(env: dict, params: Path, *extra: str) -> subprocess.Popen:
+    """The node in its own process group; its output goes to a file next to params (a full pipe would block it)."""
+    log = open(params.with_suffix(".log"), "a")
+    proc = subprocess.Popen([python(), "-m", "camfusion_ros.nodes.mapping_node", "--ros-args", "--params-file",
+                             str(params), *extra], env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
+                            text=True, start_new_session=True)
+    proc.log_path = params.with_suffix(".log")
+    return proc
+
+
+def node_log(proc: subprocess.Popen) -> str:
+    return Path(proc.log_path).read_text()[-3000:]
+
+
+def client(env: dict, *args: str, timeout: float = 60) -> dict:
+    r = subprocess.run([python(), CLIENT, *args], env=env, cwd=REPO, capture_output=True, text=True, timeout=timeout)
+    if r.returncode != 0:
+        raise AssertionError(f"client {args} failed rc={r.returncode}: {r.stderr[-1500:]}")
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def wait_status(env: dict, node: subprocess.Popen, pred, timeout: float, what: str) -> dict:
+    """Poll the node's ~/get_status until pred(status) holds; fail with the last status otherwise."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        if node.poll() is not None:
+            raise AssertionError(f"node exited (rc={node.returncode}) while waiting for {what}: {node_log(node)}")
+        try:
+            last = client(env, "status", "15", timeout=40)
+        except (AssertionError, subprocess.TimeoutExpired):
+            last = None
+        if last is not None and pred(last):
+            return last
+        time.sleep(0.5)
+    raise AssertionError(f"timed out waiting for {what}; last status: {last}")
+
+
+def accounted(s: dict) -> bool:
+    return s["received"] == s["processed"] + sum(s["dropped"].values()) + s["pending"]

@@ -1,0 +1,181 @@
+"""The mapping node: its parameters, and an end-to-end run over DDS against the offline pipeline.
+
+Models: GT masks and PE-Core-T with RANDOM weights (no pretrained weights exist
+on this machine), so labels are meaningless; geometry and the service plumbing
+are what these tests check.
+"""
+import json
+import subprocess
+import time
+
+import numpy as np
+import pytest
+import yaml
+
+from mapping_node_utils import TINY, VOCAB, accounted, client, start_node, wait_status, write_params
+from rostest_utils import REPO, python, ros_env, start, stop
+
+FRAMES = 8
+
+
+def test_config_yaml_mirrors_the_dataclass_defaults():
+    from camfusion_ros.nodes.mapping_node import node_parameter_defaults
+
+    doc = yaml.safe_load((REPO / "config" / "mapping.yaml").read_text())
+    params = doc["mapping_node"]["ros__parameters"]
+
+    def flat(d, pre=""):
+        out = {}
+        for k, v in d.items():
+            out.update(flat(v, f"{pre}{k}.") if isinstance(v, dict) else {pre + k: v})
+        return out
+
+    expected = {k: ("" if v is None else v) for k, v in node_parameter_defaults().items()}
+    assert flat(params) == expected
+
+
+def test_node_declares_described_parameters_and_rejects_bad_ones(monkeypatch):
+    import rclpy
+    from rclpy.parameter import Parameter
+
+    from camfusion_ros.core.config import ConfigError
+    from camfusion_ros.nodes.mapping_node import MappingNode
+
+    monkeypatch.setenv("ROS_DOMAIN_ID", ros_env()["ROS_DOMAIN_ID"])
+    monkeypatch.setenv("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    ctx = rclpy.Context()
+    rclpy.init(context=ctx)
+    try:
+        small = [Parameter("segmenter.name", value="gt"), Parameter("vlm.pretrained", value="random"),
+                 Parameter("vlm.model_name", value="PE-Core-T-16-384"),
+                 Parameter("vocabulary.names", value=["chair", "table"]), Parameter("vocabulary.cache_dir", value="")]
+        node = MappingNode(context=ctx, parameter_overrides=small + [Parameter("pose_type", value="Odometry")])
+        try:
+            assert node.get_parameter("pose_type").value == "Odometry"
+            assert node.cfg.segmenter.name == "gt" and node.cfg.vlm.pretrained == "random"
+            assert node.cfg.vlm.device is None        # "" in the params file = not set
+            assert node.cfg.vocabulary.names == ["chair", "table"] and node.cfg.vocabulary.cache_dir is None
+            descs = node.describe_parameters(["sync_tolerance_s", "fusion.method", "queue_size"])
+            assert all(d.description for d in descs)
+            assert "instances" in node.streams
+            c = node.counters()
+            assert c["received"] == 0 and accounted(c)
+            deadline = time.monotonic() + 60      # let the worker finish loading before shutting down
+            while not node.ready and time.monotonic() < deadline:
+                time.sleep(0.1)
+        finally:
+            node.shutdown()
+            node.destroy_node()
+        with pytest.raises(ConfigError, match="drop_policy"):
+            MappingNode(context=ctx, parameter_overrides=small + [Parameter("drop_policy", value="drop_random")])
+        with pytest.raises(ConfigError, match="descriptor.tiling"):
+            MappingNode(context=ctx, parameter_overrides=small + [Parameter("descriptor.tiling", value="maybe")])
+    finally:
+        rclpy.shutdown(context=ctx)
+
+
+@pytest.fixture(scope="module")
+def tiny_scene(tmp_path_factory):
+    from camfusion_ros.datasets.synth import SynthConfig, generate
+
+    return generate(tmp_path_factory.mktemp("node_scene") / "scene",
+                    SynthConfig(seed=1, frames=FRAMES, width=160, height=120, objects=3))
+
+
+OFFLINE = """
+import json, sys, warnings
+warnings.filterwarnings("ignore")
+from camfusion_ros.core.config import load_config
+from camfusion_ros.core.pipeline import MappingPipeline
+from camfusion_ros.core.recording import read_frames
+p = MappingPipeline(load_config(json.loads(sys.argv[2])))
+for f in read_frames(sys.argv[1]):
+    p.process(f)
+p.fuse_pending()
+print(json.dumps([{"id": r.id, "centroid": r.centroid.tolist(), "num_points": r.num_points} for r in p.instances()]))
+"""
+
+
+@pytest.mark.ros
+@pytest.mark.slow
+def test_node_replayer_and_clients_in_separate_processes_match_offline(tiny_scene, tmp_path):
+    env = ros_env()
+    bag = tiny_scene / "bag"
+    # The offline reference runs meanwhile, in its own process (the same pipeline, read_frames directly).
+    offline = subprocess.Popen([python(), "-c", OFFLINE, str(bag), json.dumps(TINY)], cwd=REPO, env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    node = start_node(env, write_params(tmp_path / "params.yaml"))
+    replay = None
+    try:
+        wait_status(env, node, lambda s: s["ready"], 120, "the node to load its models")
+        replay = start(["-m", "camfusion_ros.nodes.replay", str(bag), "--rate", "4", "--wait-for-subscribers", "30"], env)
+        out, err = replay.communicate(timeout=90)
+        assert replay.returncode == 0, err
+        assert f"replayed {FRAMES * 5} messages" in err
+        s = wait_status(env, node, lambda s: s["frames_processed"] == FRAMES and s["instances"] > 0 and s["pending"] == 0,
+                        150, f"all {FRAMES} frames to be processed")
+        assert s["received"] == FRAMES * 5 and s["processed"] == FRAMES * 5 and not s["dropped"] and accounted(s)
+        live = client(env, "instances", "30", str(s["instances"]))
+        ref_out, ref_err = offline.communicate(timeout=240)
+        assert offline.returncode == 0, ref_err[-2000:]
+        ref = json.loads(ref_out.strip().splitlines()[-1])
+
+        assert live["frame_id"] == "map"
+        assert len(live["instances"]) == len(ref) > 0
+        got = np.array([i["centroid"] for i in live["instances"]])
+        want = np.array([r["centroid"] for r in ref])
+        dist = np.linalg.norm(got[:, None] - want[None], axis=2)
+        assert np.all(dist.min(axis=1) < 0.05) and np.all(dist.min(axis=0) < 0.05), dist.min(axis=1)
+        assert all(i["dim"] > 0 and i["num_views"] > 0 for i in live["instances"])
+        ids = sorted(i["id"] for i in live["instances"])
+        assert live["boxes"] == ids and live["texts"] == ids          # one box and one label per instance
+        assert live["cloud"]["frame_id"] == "map" and live["cloud"]["points"] > 1000
+        assert set(ids) <= set(live["cloud"]["instances"]) and live["cloud"]["labelled"] > 0
+
+        # Both services answer a separate client process (the real CLIs, JSON mode).
+        q = subprocess.run([python(), "-c", "import sys; from camfusion_ros.nodes.query_cli import query_main; "
+                            "sys.exit(query_main(sys.argv[1:]))", "a chair", "--top-k", "0", "--json"],
+                           env=env, cwd=REPO, capture_output=True, text=True, timeout=60)
+        assert q.returncode == 0, q.stderr
+        qj = json.loads(q.stdout)
+        assert sorted(qj["ids"]) == sorted(i["id"] for i in live["instances"])
+        assert qj["scores"] == sorted(qj["scores"], reverse=True)
+        lab = subprocess.run([python(), "-c", "import sys; from camfusion_ros.nodes.query_cli import labels_main; "
+                              "sys.exit(labels_main(sys.argv[1:]))", "--json", "--top-k", "2"],
+                             env=env, cwd=REPO, capture_output=True, text=True, timeout=60)
+        assert lab.returncode == 0, lab.stderr
+        rows = json.loads(lab.stdout)["instances"]
+        assert len(rows) == len(ref) and all(r["top_labels"] and set(r["top_labels"]) <= set(VOCAB) for r in rows)
+        table = subprocess.run([python(), "-c", "import sys; from camfusion_ros.nodes.query_cli import labels_main; "
+                                "sys.exit(labels_main(sys.argv[1:]))"], env=env, cwd=REPO, capture_output=True,
+                               text=True, timeout=60)
+        assert table.returncode == 0 and "label" in table.stdout.splitlines()[1]
+    finally:
+        if replay is not None:
+            stop(replay)
+        stop(node)
+        if offline.poll() is None:
+            offline.kill()
+            offline.communicate()
+
+
+def test_query_cli_without_a_node_is_one_error_line(tmp_path):
+    env = ros_env()
+    r = subprocess.run([python(), "-c", "import sys; from camfusion_ros.nodes.query_cli import query_main; "
+                        "sys.exit(query_main(sys.argv[1:]))", "chair", "--timeout", "1"],
+                       env=env, cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and r.stderr.startswith("error: service /mapping_node/query_text is not available")
+    assert "Traceback" not in r.stderr
+    missing = subprocess.run([python(), "-c", "import sys; from camfusion_ros.nodes.query_cli import labels_main; "
+                              "sys.exit(labels_main(sys.argv[1:]))", "--vocab", str(tmp_path / "none.txt")],
+                             env=env, cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert missing.returncode == 2 and "vocabulary file not found" in missing.stderr
+
+
+def test_format_table_is_aligned():
+    from camfusion_ros.nodes.query_cli import format_table
+
+    t = format_table([{"id": 1, "label": "chair", "score": 0.5}, {"id": 12, "label": "", "score": 0.25}],
+                     ["id", "label", "score"]).splitlines()
+    assert t[0].split() == ["id", "label", "score"] and t[3].split() == ["12", "-", "0.250"]
+    assert len({len(line.rstrip()) for line in t[:2]}) == 1
