@@ -205,9 +205,10 @@ class MappingNode(Node):
         self._markers = MarkerBuilder()
         self._last_instance_ids: list[int] = []
 
-        if self.ncfg.reload_on_start:
-            self._reload()
+        reloaded = self.ncfg.reload_on_start and self._reload()
         self._make_io()
+        if reloaded:
+            self._fuse_and_publish(force=True)   # a restarted node shows its map at once
         self._worker = threading.Thread(target=self._work, name="camfusion-worker", daemon=True)
         self._worker.start()
         self.get_logger().info(f"mapping: segmenter={self.cfg.segmenter.name} model={self.pipeline.model_name} "
@@ -438,18 +439,18 @@ class MappingNode(Node):
         except Exception as exc:
             self._drop_log("autosave", exc)
 
-    def _reload(self) -> None:
+    def _reload(self) -> bool:
         link = Path(self.ncfg.autosave_folder) / AUTOSAVE_LINK if self.ncfg.autosave_folder else None
         if link is None or not link.exists():
             self.get_logger().info(f"reload_on_start: no saved map at {link}; starting empty")
-            return
+            return False
         from camfusion_ros.core.map_store import load_map
 
         with self._plock:
             self.pipeline.load_snapshot(load_map(link))
         self.get_logger().info(f"reloaded {len(self.pipeline.tracker.instances)} instances "
                                f"({self.pipeline.frames_seen} frames) from {link.resolve()}")
-        self._fuse_and_publish_later = True
+        return True
 
     # -- services ----------------------------------------------------------------
     def _srv_query_labels(self, req, resp):
@@ -534,8 +535,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     node = None
     try:
         node = MappingNode()
-        if getattr(node, "_fuse_and_publish_later", False):
-            node._fuse_and_publish(force=True)
         executor = MultiThreadedExecutor(num_threads=4)
         executor.add_node(node)
         executor.spin()
