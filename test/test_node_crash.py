@@ -14,7 +14,7 @@ from mapping_node_utils import start_node, wait_status, write_params
 from rostest_utils import ros_env, start, stop
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
-FRAMES = 10
+FRAMES = 14
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +30,7 @@ def test_kill_9_then_reload_restores_the_last_autosave(crash_scene, tmp_path):
     from camfusion_ros.nodes.mapping_node import AUTOSAVE_LINK
 
     env = ros_env()
-    # The bag is 10 fps; at rate 0.12 a frame arrives every ~0.8 s, so the run lasts ~8 s and
+    # The bag is 10 fps; at rate 0.08 a frame arrives every ~1.25 s, so the run lasts ~17 s and
     # several 1 s autosaves happen before its end, however fast the machine processes frames.
     folder = tmp_path / "autosave"
     params = write_params(tmp_path / "params.yaml", autosave_period_s=1.0, autosave_folder=str(folder),
@@ -39,7 +39,7 @@ def test_kill_9_then_reload_restores_the_last_autosave(crash_scene, tmp_path):
     replay = None
     try:
         wait_status(env, node, lambda s: s["ready"], 120, "the node to load its models")
-        replay = start(["-m", "camfusion_ros.nodes.replay", str(crash_scene / "bag"), "--rate", "0.12",
+        replay = start(["-m", "camfusion_ros.nodes.replay", str(crash_scene / "bag"), "--rate", "0.08",
                         "--wait-for-subscribers", "30"], env)
         before = wait_status(env, node, lambda s: s["autosave"].get("frames", 0) >= 2 and s["frames_processed"] < FRAMES,
                              150, "an autosave in the middle of the run")

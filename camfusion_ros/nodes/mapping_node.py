@@ -256,8 +256,8 @@ class MappingNode(Node):
         self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.create_timer(n.fusion_period_s, self._fuse_and_publish, callback_group=self._cb_timer)
         self.create_timer(n.status_period_s, self._publish_status, callback_group=self._cb_timer)
-        if n.autosave_period_s > 0:
-            self.create_timer(n.autosave_period_s, self._autosave, callback_group=self._cb_timer)
+        if n.autosave_period_s > 0:   # its own group: a slow fusion must not delay the autosave
+            self.create_timer(n.autosave_period_s, self._autosave, callback_group=MutuallyExclusiveCallbackGroup())
         g = self._cb_srv
         self.create_service(QueryLabels, "~/query_labels", self._srv_query_labels, callback_group=g)
         self.create_service(QueryText, "~/query_text", self._srv_query_text, callback_group=g)
