@@ -94,12 +94,12 @@ def test_topics_filter_and_errors(small_bag, tmp_path):
                               capture_output=True, text=True, timeout=60)
 
     r = run(str(tmp_path / "nope"))
-    assert r.returncode == 2 and r.stderr.strip() == f"error: bag not found: {tmp_path / 'nope'}"
+    assert r.returncode == 2 and r.stderr.strip() == f"error: recording not found: {tmp_path / 'nope'}"
     broken = tmp_path / "broken"
     broken.mkdir()
     (broken / "metadata.yaml").write_text("rosbag2_bagfile_information: {version: 9, storage_identifier: mcap}")
     r = run(str(broken))
-    assert r.returncode == 2 and r.stderr.startswith("error: cannot open bag") and "Traceback" not in r.stderr
+    assert r.returncode == 2 and r.stderr.startswith("error: cannot open recording") and "Traceback" not in r.stderr
     r = run(str(small_bag), "--topics", "/not/there")
     assert r.returncode == 2 and "topic(s) not in the bag: /not/there" in r.stderr
     r = run(str(small_bag), "--rate", "0")

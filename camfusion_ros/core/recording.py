@@ -23,7 +23,7 @@ from camfusion_ros.core.frames import RGBDFrame
 from camfusion_ros.core.geometry import quaternion_to_matrix
 
 __all__ = ["RecordingTopics", "RecordingError", "read_frames", "inspect_recording", "exit_on_error",
-           "decode_image", "decode_depth", "ros_typestore"]
+           "decode_image", "decode_depth", "ros_typestore", "open_recording"]
 
 log = logging.getLogger(__name__)
 
@@ -56,8 +56,8 @@ def ros_typestore():
     return get_typestore(getattr(Stores, "ROS2_KILTED", None) or Stores.LATEST)
 
 
-def _open(path: Path):
-    """An opened AnyReader, or RecordingError saying why not."""
+def open_recording(path: str | Path):
+    """An opened rosbags AnyReader, or RecordingError saying why not (shared with the replayer)."""
     from rosbags.highlevel import AnyReader
 
     path = Path(path)
@@ -83,7 +83,7 @@ def _why(exc: BaseException) -> str:
 def inspect_recording(path: str | Path) -> dict:
     """Topics, types, message counts and duration of a recording (from its index, without decoding)."""
     path = Path(path)
-    reader = _open(path)
+    reader = open_recording(path)
     try:
         topics = {name: {"type": info.msgtype, "count": int(info.msgcount)} for name, info in sorted(reader.topics.items())}
         count = int(reader.message_count)
@@ -106,7 +106,7 @@ def read_frames(bag_path: str | Path, topics: RecordingTopics | None = None, max
     """
     topics = topics or RecordingTopics()
     path = Path(bag_path)
-    reader = _open(path)
+    reader = open_recording(path)
     try:
         yield from _frames(reader, path, topics, max_frames, int(tolerance_s * 1e9))
     except RecordingError:
@@ -168,44 +168,38 @@ def _frames(reader, path: Path, topics: RecordingTopics, max_frames: int | None,
     def complete(parts: dict) -> bool:
         return "rgb" in parts and "depth" in parts and (not with_inst or "inst" in parts)
 
-    for conn, _, raw in reader.messages(connections=image_conns):
-        msg = reader.deserialize(raw, conn.msgtype)
-        stamp = _stamp(msg.header)
-        parts = pending.setdefault(stamp, {})
-        if conn.topic == topics.color:
-            parts["rgb"] = decode_image(msg, conn.topic)
-            parts["frame_id"] = msg.header.frame_id
-        elif conn.topic == topics.depth:
-            parts["depth"] = decode_depth(msg, conn.topic)
-        else:
-            parts["inst"] = decode_instances(msg, conn.topic)
-        # Emit, in stamp order, groups that are complete or can no longer complete.
-        for s in sorted(pending):
-            if complete(pending[s]) or s < stamp - tol_ns:
-                group = pending.pop(s)
-                if "rgb" not in group or "depth" not in group:
-                    skipped += 1
-                    log.warning("%s: frame at %d ns lacks colour or depth; skipped", path, s)
-                    continue
-                frame = build(s, group)
-                if frame is not None:
-                    yield frame
-                    emitted += 1
-                    if max_frames is not None and emitted >= max_frames:
-                        return
+    def groups() -> Iterator[tuple[int, dict]]:
+        """Image parts grouped by stamp, in stamp order, once complete or past the tolerance."""
+        for conn, _, raw in reader.messages(connections=image_conns):
+            msg = reader.deserialize(raw, conn.msgtype)
+            stamp = _stamp(msg.header)
+            parts = pending.setdefault(stamp, {})
+            if conn.topic == topics.color:
+                parts["rgb"] = decode_image(msg, conn.topic)
+                parts["frame_id"] = msg.header.frame_id
+            elif conn.topic == topics.depth:
+                parts["depth"] = decode_depth(msg, conn.topic)
             else:
-                break
-    for s in sorted(pending):
-        group = pending[s]
-        if "rgb" in group and "depth" in group:
-            frame = build(s, group)
-            if frame is not None:
-                yield frame
-                emitted += 1
-                if max_frames is not None and emitted >= max_frames:
-                    return
-        else:
+                parts["inst"] = decode_instances(msg, conn.topic)
+            for s in sorted(pending):
+                if not (complete(pending[s]) or s < stamp - tol_ns):
+                    break
+                yield s, pending.pop(s)
+        for s in sorted(pending):
+            yield s, pending.pop(s)
+
+    for s, group in groups():
+        if "rgb" not in group or "depth" not in group:
             skipped += 1
+            log.warning("%s: frame at %d ns lacks colour or depth; skipped", path, s)
+            continue
+        frame = build(s, group)
+        if frame is None:
+            continue
+        yield frame
+        emitted += 1
+        if max_frames is not None and emitted >= max_frames:
+            return
     if skipped:
         log.warning("%s: %d frame(s) skipped (incomplete or unsynchronised)", path, skipped)
 

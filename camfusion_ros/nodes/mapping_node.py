@@ -37,6 +37,7 @@ from visualization_msgs.msg import MarkerArray
 
 from camfusion_ros.core.config import ConfigError, MappingConfig, flatten, load_config
 from camfusion_ros.core.frames import FrameError, RGBDFrame
+from camfusion_ros.core.recording import RecordingTopics
 from camfusion_ros.msg import InstanceArray
 from camfusion_ros.nodes.conversions import (ConversionError, camera_info_to_K, cloud_to_msg, color_from_msg,
                                              depth_from_msg, instance_to_msg, instances_from_msg,
@@ -53,12 +54,8 @@ AUTOSAVE_LINK = "map"          # <autosave_folder>/map -> snapshots/<n>, swapped
 
 
 @dataclass
-class TopicsConfig:
-    color: str = "/camera/color/image_raw"
-    depth: str = "/camera/depth/image_raw"
-    camera_info: str = "/camera/color/camera_info"
-    pose: str = "/camera/pose"
-    instances: str = "/camera/instances/image_raw"    # ground-truth instance image; read only by segmenter.name=gt
+class TopicsConfig(RecordingTopics):
+    """The node's input topics; defaults are the recordings' (``instances``: read only by segmenter.name=gt)."""
 
 
 @dataclass

@@ -53,22 +53,13 @@ def to_rclpy(obj: Any, cls: type | None = None) -> Any:
 
 
 def open_bag(path: str | Path):
-    """An opened rosbags AnyReader, or ReplayError saying why not."""
-    from rosbags.highlevel import AnyReader
+    """An opened rosbags AnyReader (the bag reader's own checks), or ReplayError saying why not."""
+    from camfusion_ros.core.recording import RecordingError, open_recording
 
-    from camfusion_ros.core.recording import ros_typestore
-
-    path = Path(path)
-    if not path.exists():
-        raise ReplayError(f"bag not found: {path}")
-    if path.is_dir() and not (path / "metadata.yaml").exists():
-        raise ReplayError(f"not a rosbag2 bag: {path} (directory without metadata.yaml)")
     try:
-        reader = AnyReader([path], default_typestore=ros_typestore())
-        reader.open()
-    except Exception as exc:  # rosbags raises several types for damaged files
-        raise ReplayError(f"cannot open bag {path}: corrupt or truncated ({' '.join(str(exc).split())[:200]})") from None
-    return reader
+        return open_recording(path)
+    except RecordingError as exc:
+        raise ReplayError(str(exc)) from None
 
 
 def _parser() -> argparse.ArgumentParser:
