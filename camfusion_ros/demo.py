@@ -29,7 +29,7 @@ and ground-truth masks instead of SAM2. They show the plumbing, not the accuracy
   camfusion-launch -p vlm.model_name:=PE-Core-L-14-336 -p vlm.pretrained:=/path/to/open_clip_model.safetensors \\
                    --segmenter sam2 -p segmenter.sam2_checkpoint:=/path/to/sam2.1_hiera_large.pt \\
                    [--fusion camfusion --checkpoint /path/to/camfusion_checkpoint_dir]
-(or vlm.pretrained:=meta to download PE weights from the Hugging Face hub where a network is available)."""
+(or vlm.pretrained:=meta after `huggingface-cli download timm/PE-Core-L-14-336`: nothing is downloaded at run time)."""
 
 
 def _params(scene: Path, out: Path, frames: int) -> Path:
