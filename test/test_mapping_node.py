@@ -179,3 +179,32 @@ def test_format_table_is_aligned():
                      ["id", "label", "score"]).splitlines()
     assert t[0].split() == ["id", "label", "score"] and t[3].split() == ["12", "-", "0.250"]
     assert len({len(line.rstrip()) for line in t[:2]}) == 1
+
+
+@pytest.mark.parametrize("policy,kept", [("drop_oldest", [2, 3]), ("drop_newest", [1, 2])])
+def test_full_queue_drops_by_policy_and_counts_every_message(policy, kept, monkeypatch):
+    import rclpy
+    from rclpy.parameter import Parameter
+
+    from camfusion_ros.nodes.mapping_node import MappingNode
+    from camfusion_ros.nodes.sync import Matched
+
+    monkeypatch.setenv("ROS_DOMAIN_ID", ros_env()["ROS_DOMAIN_ID"])
+    monkeypatch.setenv("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    ctx = rclpy.Context()
+    rclpy.init(context=ctx)
+    try:
+        params = [Parameter("segmenter.name", value="sam2"), Parameter("queue_size", value=2),
+                  Parameter("drop_policy", value=policy)]
+        node = MappingNode(context=ctx, parameter_overrides=params)
+        node.shutdown()              # stop the worker: the queue is only filled, never emptied
+        try:
+            with node._cond:
+                for stamp in (1, 2, 3):
+                    node._enqueue(Matched(stamp))
+            assert [m.stamp_ns for m in node.queue] == kept
+            assert node.counters()["dropped"] == {"queue_full": len(node.streams)}   # one frame's messages
+        finally:
+            node.destroy_node()
+    finally:
+        rclpy.shutdown(context=ctx)

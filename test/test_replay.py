@@ -106,3 +106,21 @@ def test_topics_filter_and_errors(small_bag, tmp_path):
     assert r.returncode == 2 and "--rate" in r.stderr
     r = run(str(small_bag), "--topics", "/camera/pose", "--rate", "50")
     assert r.returncode == 0 and "replayed 5 messages" in r.stderr
+
+
+@pytest.mark.ros
+def test_loop_starts_again_at_the_end(small_bag):
+    """--loop: a listener waiting for 12 colour images gets them from a 5-frame bag, the stamps repeating."""
+    env = ros_env()
+    listener = start(["-c", LISTENER, "40", "12"], env)
+    replay = start(["-m", "camfusion_ros.nodes.replay", str(small_bag), "--rate", "10", "--loop",
+                    "--topics", "/camera/color/image_raw", "--wait-for-subscribers", "20"], env)
+    try:
+        out, _ = listener.communicate(timeout=60)
+    finally:
+        stop(replay)
+        stop(listener)
+    stamps = [c[0] * 10**9 + c[1] for c in json.loads(out.strip().splitlines()[-1])["color"]]
+    assert len(stamps) >= 12
+    assert stamps[5:10] == stamps[:5]          # the second pass replays the same frames
+    assert replay.returncode is not None
