@@ -166,6 +166,21 @@ def save_map_atomic(pipeline, folder: str | os.PathLike, keep: int = 2) -> Path:
     return final
 
 
+def _answer(handler):
+    """A service callback that reports any failure in the response instead of raising.
+
+    ``handler(req, resp)`` fills ``resp`` and returns the success message.
+    """
+    def serve(req, resp):
+        try:
+            resp.success, resp.message = True, handler(req, resp)
+        except Exception as exc:  # a bad request must not take the node down
+            resp.success, resp.message = False, f"{type(exc).__name__}: {exc}"
+        return resp
+
+    return serve
+
+
 class MappingNode(Node):
     """See the module docstring; ``pipeline_factory`` lets tests inject a prepared pipeline."""
 
@@ -256,10 +271,10 @@ class MappingNode(Node):
         if n.autosave_period_s > 0:   # its own group: a slow fusion must not delay the autosave
             self.create_timer(n.autosave_period_s, self._autosave, callback_group=MutuallyExclusiveCallbackGroup())
         g = self._cb_srv
-        self.create_service(QueryLabels, "~/query_labels", self._srv_query_labels, callback_group=g)
-        self.create_service(QueryText, "~/query_text", self._srv_query_text, callback_group=g)
-        self.create_service(SaveMap, "~/save_map", self._srv_save_map, callback_group=g)
-        self.create_service(LoadMap, "~/load_map", self._srv_load_map, callback_group=g)
+        self.create_service(QueryLabels, "~/query_labels", _answer(self._srv_query_labels), callback_group=g)
+        self.create_service(QueryText, "~/query_text", _answer(self._srv_query_text), callback_group=g)
+        self.create_service(SaveMap, "~/save_map", _answer(self._srv_save_map), callback_group=g)
+        self.create_service(LoadMap, "~/load_map", _answer(self._srv_load_map), callback_group=g)
         self.create_service(Trigger, "~/get_status", self._srv_status, callback_group=g)
 
     def _callback(self, stream: str):
@@ -451,59 +466,41 @@ class MappingNode(Node):
 
     # -- services ----------------------------------------------------------------
     def _srv_query_labels(self, req, resp):
-        try:
-            with self._plock:
-                records = self.pipeline.label_with(list(req.vocabulary) or None, max(1, int(req.top_k)))
-                model = self.pipeline.model_name
-            resp.instances = [instance_to_msg(r, model, self.cfg.fusion.method) for r in records]
-            resp.success, resp.message = True, f"{len(records)} instances"
-        except Exception as exc:
-            resp.success, resp.message = False, f"{type(exc).__name__}: {exc}"
-        return resp
+        with self._plock:
+            records = self.pipeline.label_with(list(req.vocabulary) or None, max(1, int(req.top_k)))
+            model = self.pipeline.model_name
+        resp.instances = [instance_to_msg(r, model, self.cfg.fusion.method) for r in records]
+        return f"{len(records)} instances"
 
     def _srv_query_text(self, req, resp):
-        try:
-            with self._plock:
-                ranked = self.pipeline.query_text(req.text, int(req.top_k))
-                by_id = {r.id: r for r in self.pipeline.instances()}
-                model = self.pipeline.model_name
-            resp.ids = [int(i) for i, _ in ranked]
-            resp.scores = [float(s) for _, s in ranked]
-            resp.instances = [instance_to_msg(by_id[i], model, self.cfg.fusion.method) for i, _ in ranked if i in by_id]
-            resp.success, resp.message = True, f"{len(ranked)} instances ranked"
-        except Exception as exc:
-            resp.success, resp.message = False, f"{type(exc).__name__}: {exc}"
-        return resp
+        with self._plock:
+            ranked = self.pipeline.query_text(req.text, int(req.top_k))
+            by_id = {r.id: r for r in self.pipeline.instances()}
+            model = self.pipeline.model_name
+        resp.ids = [int(i) for i, _ in ranked]
+        resp.scores = [float(s) for _, s in ranked]
+        resp.instances = [instance_to_msg(by_id[i], model, self.cfg.fusion.method) for i, _ in ranked if i in by_id]
+        return f"{len(ranked)} instances ranked"
 
     def _srv_save_map(self, req, resp):
-        try:
-            with self._plock:
-                if req.path:
-                    from camfusion_ros.core.map_store import save_map
+        with self._plock:
+            if req.path:
+                from camfusion_ros.core.map_store import save_map
 
-                    path = save_map(req.path, self.pipeline.snapshot())
-                elif self.ncfg.autosave_folder:
-                    path = save_map_atomic(self.pipeline, self.ncfg.autosave_folder)
-                else:
-                    raise ValueError("no path given and no autosave_folder configured")
-            resp.success, resp.message = True, str(path)
-        except Exception as exc:
-            resp.success, resp.message = False, f"{type(exc).__name__}: {exc}"
-        return resp
+                return str(save_map(req.path, self.pipeline.snapshot()))
+            if self.ncfg.autosave_folder:
+                return str(save_map_atomic(self.pipeline, self.ncfg.autosave_folder))
+        raise ValueError("no path given and no autosave_folder configured")
 
     def _srv_load_map(self, req, resp):
-        try:
-            from camfusion_ros.core.map_store import load_map
+        from camfusion_ros.core.map_store import load_map
 
-            path = Path(req.path) if req.path else Path(self.ncfg.autosave_folder) / AUTOSAVE_LINK
-            snap = load_map(path)
-            with self._plock:
-                self.pipeline.load_snapshot(snap)
-            self._fuse_and_publish(force=True)
-            resp.success, resp.message = True, f"loaded {len(snap.ids)} instances from {path}"
-        except Exception as exc:
-            resp.success, resp.message = False, f"{type(exc).__name__}: {exc}"
-        return resp
+        path = Path(req.path) if req.path else Path(self.ncfg.autosave_folder) / AUTOSAVE_LINK
+        snap = load_map(path)
+        with self._plock:
+            self.pipeline.load_snapshot(snap)
+        self._fuse_and_publish(force=True)
+        return f"loaded {len(snap.ids)} instances from {path}"
 
     def _srv_status(self, req, resp):
         resp.success, resp.message = True, json.dumps(self.status())
