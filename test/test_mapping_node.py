@@ -96,6 +96,21 @@ print(json.dumps([{"id": r.id, "centroid": r.centroid.tolist(), "num_points": r.
 """
 
 
+MAP_CLIENT = """
+import json, sys
+from camfusion_ros.nodes.query_cli import call_service
+from camfusion_ros.srv import LoadMap, SaveMap
+out = {}
+r = call_service(SaveMap, "/mapping_node/save_map", SaveMap.Request(path=sys.argv[1]), 60)
+out["save"] = [r.success, r.message]
+r = call_service(LoadMap, "/mapping_node/load_map", LoadMap.Request(path=sys.argv[2]), 60)
+out["bad_load"] = [r.success, r.message]
+r = call_service(LoadMap, "/mapping_node/load_map", LoadMap.Request(path=sys.argv[1]), 60)
+out["load"] = [r.success, r.message]
+print(json.dumps(out))
+"""
+
+
 @pytest.mark.ros
 @pytest.mark.slow
 def test_node_replayer_and_clients_in_separate_processes_match_offline(tiny_scene, tmp_path):
@@ -150,6 +165,21 @@ def test_node_replayer_and_clients_in_separate_processes_match_offline(tiny_scen
                                 "sys.exit(labels_main(sys.argv[1:]))"], env=env, cwd=REPO, capture_output=True,
                                text=True, timeout=60)
         assert table.returncode == 0 and "label" in table.stdout.splitlines()[1]
+
+        # save_map / load_map from another process: the saved folder reloads offline, a bad path is a
+        # failed answer (not a dead node), and loading the saved map back keeps the same instances.
+        saved = tmp_path / "saved_map"
+        answers = json.loads(subprocess.run([python(), "-c", MAP_CLIENT, str(saved), str(tmp_path / "missing")],
+                                            env=env, cwd=REPO, capture_output=True, text=True, timeout=90).stdout)
+        assert answers["save"] == [True, str(saved)]
+        assert answers["bad_load"][0] is False and "map folder not found" in answers["bad_load"][1]
+        from camfusion_ros.core.map_store import load_map
+
+        snap = load_map(saved)         # every tracked instance, also those without a view yet
+        assert set(ids) <= set(snap.ids.tolist())
+        assert answers["load"][0] is True and f"loaded {len(snap.ids)} instances" in answers["load"][1]
+        after = wait_status(env, node, lambda s: s["instances"] == len(ids), 30, "the reloaded map to be published")
+        assert sorted(after["instance_ids"]) == ids
     finally:
         if replay is not None:
             stop(replay)
