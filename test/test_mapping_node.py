@@ -224,9 +224,14 @@ def test_full_queue_drops_by_policy_and_counts_every_message(policy, kept, monke
     ctx = rclpy.Context()
     rclpy.init(context=ctx)
     try:
-        params = [Parameter("segmenter.name", value="sam2"), Parameter("queue_size", value=2),
+        params = [Parameter("segmenter.name", value="gt"), Parameter("vlm.pretrained", value="random"),
+                  Parameter("vlm.model_name", value="PE-Core-T-16-384"), Parameter("vocabulary.names", value=["chair"]),
+                  Parameter("vocabulary.cache_dir", value=""), Parameter("queue_size", value=2),
                   Parameter("drop_policy", value=policy)]
         node = MappingNode(context=ctx, parameter_overrides=params)
+        deadline = time.monotonic() + 120      # the worker loads the models first; let it finish
+        while not node.ready and time.monotonic() < deadline:
+            time.sleep(0.1)
         node.shutdown()              # stop the worker: the queue is only filled, never emptied
         try:
             with node._cond:
@@ -238,3 +243,15 @@ def test_full_queue_drops_by_policy_and_counts_every_message(policy, kept, monke
             node.destroy_node()
     finally:
         rclpy.shutdown(context=ctx)
+
+
+def test_node_with_missing_weights_stops_at_once_with_one_line(tmp_path):
+    """The package's default config (SAM2.1-L, PE-Core-L 'meta') on a machine without those weights."""
+    env = ros_env(HF_HUB_CACHE=str(tmp_path / "empty_hub"))
+    r = subprocess.run([python(), "-m", "camfusion_ros.nodes.mapping_node", "--ros-args",
+                        "-p", "segmenter.sam2_checkpoint:=/nonexistent/sam2.1_hiera_large.pt"],
+                       env=env, cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2, r.stderr[-2000:]
+    err = [ln for ln in r.stderr.splitlines() if ln.startswith("error:")]
+    assert len(err) == 1 and "Traceback" not in r.stderr
+    assert "PE-Core-L-14-336" in err[0] and "huggingface-cli download" in err[0]

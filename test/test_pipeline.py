@@ -110,3 +110,21 @@ def test_map_round_trip_and_refusion(pipe, tmp_path):
         if x.num_views == 1:
             assert np.allclose(x.embedding, y.embedding, atol=1e-5)
     assert any(not np.allclose(x.embedding, y.embedding) for x, y in zip(a, again.instances()) if x.num_views > 2)
+
+
+@pytest.mark.parametrize("override,error,words", [
+    ({"vlm": {"pretrained": "/nonexistent/pe.safetensors"}}, "WeightsNotFoundError", "/nonexistent/pe.safetensors"),
+    ({"vlm": {"model_name": "PE-Core-T-16-384", "pretrained": "meta", "cache_dir": "/nonexistent"}},
+     "WeightsNotFoundError", "huggingface-cli download"),
+    ({"segmenter": {"name": "sam2", "sam2_model": "tiny", "sam2_checkpoint": "/nonexistent/s.pt"}},
+     "SegmenterError", "sam2.1_hiera_tiny.pt"),
+    ({"fusion": {"method": "camfusion"}}, "FusionError", "fusion.checkpoint"),
+    ({"fusion": {"method": "camfusion", "checkpoint": "/nonexistent/ckpt"}}, "CheckpointError", "/nonexistent/ckpt"),
+])
+def test_missing_weights_are_named_before_any_model_loads(override, error, words):
+    cfg = load_config({**TINY, **override} if "vlm" not in override else
+                      {**TINY, "vlm": {**TINY["vlm"], **override["vlm"]}})
+    with pytest.raises(Exception) as e:
+        MappingPipeline(cfg).check_weights()
+    assert type(e.value).__name__ == error and words in str(e.value)
+    assert "\n" not in str(e.value)

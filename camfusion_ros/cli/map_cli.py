@@ -23,6 +23,7 @@ def build_map(bag: str, cfg, out: str | None = None, max_frames: int | None = No
     info = inspect_recording(bag)
     total = min(info["topics"].get("/camera/pose", {}).get("count", 0) or 0, max_frames or 10**9) or None
     pipe = MappingPipeline(cfg)
+    pipe.check_weights()
     skipped: list[str] = []
     t0 = time.perf_counter()
     frames = 0

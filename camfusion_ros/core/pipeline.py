@@ -19,7 +19,7 @@ import numpy as np
 
 from camfusion_ros.core.config import MappingConfig, to_dict
 from camfusion_ros.core.frames import FrameError, RGBDFrame
-from camfusion_ros.core.fusion import make_fuser, normalize
+from camfusion_ros.core.fusion import FusionError, make_fuser, normalize
 from camfusion_ros.core.map_store import MapSnapshot, load_map, save_map
 from camfusion_ros.core.segmentation import make_segmenter
 from camfusion_ros.core.tracking import InstanceTracker
@@ -108,6 +108,22 @@ class MappingPipeline:
 
             self._vocabulary = Vocabulary.from_config(self.cfg.vocabulary, self.vlm)
         return self._vocabulary
+
+    def check_weights(self) -> None:
+        """Fail now, with one line naming the missing file and how to get it, not at the first frame."""
+        from camfusion_ros.core.segmentation import resolve_sam2_checkpoint
+        from camfusion_ros.core.vlm import resolve_weights
+
+        if self._vlm is None:
+            resolve_weights(self.cfg.vlm)
+        if self._segmenter is None and self.cfg.segmenter.name == "sam2":
+            resolve_sam2_checkpoint(self.cfg.segmenter)
+        if self._fuser is None and self.cfg.fusion.method == "camfusion":
+            from camfusion_ros.core.camfusion.checkpoint import read_config
+
+            if not self.cfg.fusion.checkpoint:
+                raise FusionError("fusion 'camfusion' needs fusion.checkpoint: a checkpoint folder from camfusion-train")
+            read_config(self.cfg.fusion.checkpoint)
 
     def set_fuser(self, fuser) -> None:
         """Swap the fusion (e.g. to compare fusions on one map); every instance is re-fused."""

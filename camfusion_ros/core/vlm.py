@@ -198,6 +198,27 @@ def _cached_tag_file(model_name: str, tag: str, cache_dir: Optional[str]) -> str
         "(copy the cache over), or pass a local weights file path as pretrained")
 
 
+def resolve_weights(cfg: VLMConfig) -> tuple[Optional[str], str]:
+    """(weights file or None for random, cache-key source); WeightsNotFoundError before any model is built.
+
+    Cheap, so a node or a CLI can check its weights at start-up and stop with one line.
+    """
+    pretrained = cfg.pretrained or "random"
+    if pretrained == "random":
+        return None, "random"
+    if _looks_like_path(pretrained) or os.path.isfile(os.path.expanduser(pretrained)):
+        weights_file = os.path.expanduser(pretrained)
+        if not os.path.isfile(weights_file):
+            raise WeightsNotFoundError(
+                f"{cfg.model_name}: weights file {weights_file} not found (pass an existing "
+                f".safetensors/.pt/.bin path, an open_clip tag such as 'meta', or 'random')")
+        if not weights_file.lower().endswith(WEIGHT_SUFFIXES):
+            raise VLMError(f"weights file {weights_file}: expected one of {WEIGHT_SUFFIXES}")
+        st = os.stat(weights_file)  # size and mtime: a replaced file is not the same weights
+        return weights_file, f"{Path(weights_file).resolve()}:{st.st_size}:{st.st_mtime_ns}"
+    return _cached_tag_file(cfg.model_name, pretrained, cfg.cache_dir), pretrained
+
+
 _CACHE: dict[tuple, VisionLanguageModel] = {}
 _LOCK = threading.Lock()
 
@@ -228,23 +249,7 @@ def load_vlm(cfg: Union[VLMConfig, str, None] = None, pretrained: Optional[str] 
         if use_cache and key in _CACHE:
             return _CACHE[key]
 
-        pretrained = cfg.pretrained or "random"
-        weights_file: Optional[str] = None
-        if pretrained == "random":
-            source = "random"
-        elif _looks_like_path(pretrained) or os.path.isfile(os.path.expanduser(pretrained)):
-            weights_file = os.path.expanduser(pretrained)
-            if not os.path.isfile(weights_file):
-                raise WeightsNotFoundError(
-                    f"{cfg.model_name}: weights file {weights_file} not found (pass an existing "
-                    f".safetensors/.pt/.bin path, an open_clip tag such as 'meta', or 'random')")
-            if not weights_file.lower().endswith(WEIGHT_SUFFIXES):
-                raise VLMError(f"weights file {weights_file}: expected one of {WEIGHT_SUFFIXES}")
-            st = os.stat(weights_file)  # size and mtime: a replaced file is not the same weights
-            source = f"{Path(weights_file).resolve()}:{st.st_size}:{st.st_mtime_ns}"
-        else:
-            weights_file = _cached_tag_file(cfg.model_name, pretrained, cfg.cache_dir)
-            source = pretrained
+        weights_file, source = resolve_weights(cfg)
 
         model = open_clip.create_model(cfg.model_name, pretrained=None, device="cpu")
         if weights_file is not None:

@@ -194,6 +194,7 @@ class MappingNode(Node):
         from camfusion_ros.core.pipeline import MappingPipeline
 
         self.pipeline = (pipeline_factory or MappingPipeline)(self.cfg)
+        self.pipeline.check_weights()        # a missing weight file stops the node with one line, at once
         self._plock = threading.RLock()      # every pipeline access
         self._lock = threading.Lock()       # counters, sync, queue
         self._cond = threading.Condition(self._lock)
@@ -534,7 +535,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
-    except (ConfigError, ValueError, FileNotFoundError) as exc:
+    except (ConfigError, ValueError, FileNotFoundError) as exc:   # incl. missing weights / checkpoint
         print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2
     finally:
