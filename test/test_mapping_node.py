@@ -18,6 +18,26 @@ from rostest_utils import REPO, python, ros_env, start, stop
 FRAMES = 8
 
 
+@pytest.fixture
+def ros_context(monkeypatch):
+    """An rclpy context of its own for an in-process node: loopback DDS, a test-unique domain."""
+    import rclpy
+
+    monkeypatch.setenv("ROS_DOMAIN_ID", ros_env()["ROS_DOMAIN_ID"])
+    monkeypatch.setenv("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    ctx = rclpy.Context()
+    rclpy.init(context=ctx)
+    yield ctx
+    rclpy.shutdown(context=ctx)
+
+
+def wait_ready(node, timeout: float = 120.0) -> None:
+    """The worker loads the models first; a node shut down before that leaves a loading thread behind."""
+    deadline = time.monotonic() + timeout
+    while not node.ready and time.monotonic() < deadline:
+        time.sleep(0.1)
+
+
 def test_config_yaml_mirrors_the_dataclass_defaults():
     from camfusion_ros.nodes.mapping_node import node_parameter_defaults
 
@@ -34,44 +54,35 @@ def test_config_yaml_mirrors_the_dataclass_defaults():
     assert flat(params) == expected
 
 
-def test_node_declares_described_parameters_and_rejects_bad_ones(monkeypatch):
-    import rclpy
+def test_node_declares_described_parameters_and_rejects_bad_ones(ros_context):
     from rclpy.parameter import Parameter
 
     from camfusion_ros.core.config import ConfigError
     from camfusion_ros.nodes.mapping_node import MappingNode
 
-    monkeypatch.setenv("ROS_DOMAIN_ID", ros_env()["ROS_DOMAIN_ID"])
-    monkeypatch.setenv("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
-    ctx = rclpy.Context()
-    rclpy.init(context=ctx)
+    ctx = ros_context
+    small = [Parameter("segmenter.name", value="gt"), Parameter("vlm.pretrained", value="random"),
+             Parameter("vlm.model_name", value="PE-Core-T-16-384"),
+             Parameter("vocabulary.names", value=["chair", "table"]), Parameter("vocabulary.cache_dir", value="")]
+    node = MappingNode(context=ctx, parameter_overrides=small + [Parameter("pose_type", value="Odometry")])
     try:
-        small = [Parameter("segmenter.name", value="gt"), Parameter("vlm.pretrained", value="random"),
-                 Parameter("vlm.model_name", value="PE-Core-T-16-384"),
-                 Parameter("vocabulary.names", value=["chair", "table"]), Parameter("vocabulary.cache_dir", value="")]
-        node = MappingNode(context=ctx, parameter_overrides=small + [Parameter("pose_type", value="Odometry")])
-        try:
-            assert node.get_parameter("pose_type").value == "Odometry"
-            assert node.cfg.segmenter.name == "gt" and node.cfg.vlm.pretrained == "random"
-            assert node.cfg.vlm.device is None        # "" in the params file = not set
-            assert node.cfg.vocabulary.names == ["chair", "table"] and node.cfg.vocabulary.cache_dir is None
-            descs = node.describe_parameters(["sync_tolerance_s", "fusion.method", "queue_size"])
-            assert all(d.description for d in descs)
-            assert "instances" in node.streams
-            c = node.counters()
-            assert c["received"] == 0 and accounted(c)
-            deadline = time.monotonic() + 60      # let the worker finish loading before shutting down
-            while not node.ready and time.monotonic() < deadline:
-                time.sleep(0.1)
-        finally:
-            node.shutdown()
-            node.destroy_node()
-        with pytest.raises(ConfigError, match="drop_policy"):
-            MappingNode(context=ctx, parameter_overrides=small + [Parameter("drop_policy", value="drop_random")])
-        with pytest.raises(ConfigError, match="descriptor.tiling"):
-            MappingNode(context=ctx, parameter_overrides=small + [Parameter("descriptor.tiling", value="maybe")])
+        assert node.get_parameter("pose_type").value == "Odometry"
+        assert node.cfg.segmenter.name == "gt" and node.cfg.vlm.pretrained == "random"
+        assert node.cfg.vlm.device is None        # "" in the params file = not set
+        assert node.cfg.vocabulary.names == ["chair", "table"] and node.cfg.vocabulary.cache_dir is None
+        descs = node.describe_parameters(["sync_tolerance_s", "fusion.method", "queue_size"])
+        assert all(d.description for d in descs)
+        assert "instances" in node.streams
+        c = node.counters()
+        assert c["received"] == 0 and accounted(c)
+        wait_ready(node)
     finally:
-        rclpy.shutdown(context=ctx)
+        node.shutdown()
+        node.destroy_node()
+    with pytest.raises(ConfigError, match="drop_policy"):
+        MappingNode(context=ctx, parameter_overrides=small + [Parameter("drop_policy", value="drop_random")])
+    with pytest.raises(ConfigError, match="descriptor.tiling"):
+        MappingNode(context=ctx, parameter_overrides=small + [Parameter("descriptor.tiling", value="maybe")])
 
 
 @pytest.fixture(scope="module")
@@ -212,37 +223,27 @@ def test_format_table_is_aligned():
 
 
 @pytest.mark.parametrize("policy,kept", [("drop_oldest", [2, 3]), ("drop_newest", [1, 2])])
-def test_full_queue_drops_by_policy_and_counts_every_message(policy, kept, monkeypatch):
-    import rclpy
+def test_full_queue_drops_by_policy_and_counts_every_message(policy, kept, ros_context):
     from rclpy.parameter import Parameter
 
     from camfusion_ros.nodes.mapping_node import MappingNode
     from camfusion_ros.nodes.sync import Matched
 
-    monkeypatch.setenv("ROS_DOMAIN_ID", ros_env()["ROS_DOMAIN_ID"])
-    monkeypatch.setenv("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
-    ctx = rclpy.Context()
-    rclpy.init(context=ctx)
+    params = [Parameter("segmenter.name", value="gt"), Parameter("vlm.pretrained", value="random"),
+              Parameter("vlm.model_name", value="PE-Core-T-16-384"), Parameter("vocabulary.names", value=["chair"]),
+              Parameter("vocabulary.cache_dir", value=""), Parameter("queue_size", value=2),
+              Parameter("drop_policy", value=policy)]
+    node = MappingNode(context=ros_context, parameter_overrides=params)
+    wait_ready(node)
+    node.shutdown()              # stop the worker: the queue is only filled, never emptied
     try:
-        params = [Parameter("segmenter.name", value="gt"), Parameter("vlm.pretrained", value="random"),
-                  Parameter("vlm.model_name", value="PE-Core-T-16-384"), Parameter("vocabulary.names", value=["chair"]),
-                  Parameter("vocabulary.cache_dir", value=""), Parameter("queue_size", value=2),
-                  Parameter("drop_policy", value=policy)]
-        node = MappingNode(context=ctx, parameter_overrides=params)
-        deadline = time.monotonic() + 120      # the worker loads the models first; let it finish
-        while not node.ready and time.monotonic() < deadline:
-            time.sleep(0.1)
-        node.shutdown()              # stop the worker: the queue is only filled, never emptied
-        try:
-            with node._cond:
-                for stamp in (1, 2, 3):
-                    node._enqueue(Matched(stamp))
-            assert [m.stamp_ns for m in node.queue] == kept
-            assert node.counters()["dropped"] == {"queue_full": len(node.streams)}   # one frame's messages
-        finally:
-            node.destroy_node()
+        with node._cond:
+            for stamp in (1, 2, 3):
+                node._enqueue(Matched(stamp))
+        assert [m.stamp_ns for m in node.queue] == kept
+        assert node.counters()["dropped"] == {"queue_full": len(node.streams)}   # one frame's messages
     finally:
-        rclpy.shutdown(context=ctx)
+        node.destroy_node()
 
 
 def test_node_with_missing_weights_stops_at_once_with_one_line(tmp_path):
