@@ -103,9 +103,14 @@ def test_replica_stride_max_frames_and_defaults(replica_tree, tmp_path, capsys):
     assert len(frames) == 2 and frames[1].stamp_ns - frames[0].stamp_ns == 200_000_000  # frames 0 and 2
     np.testing.assert_allclose(frames[0].K, [[600, 0, 599.5], [0, 600, 339.5], [0, 0, 1]])  # NICE-SLAM defaults
     np.testing.assert_allclose(frames[1].T_world_cam, _pose(2), atol=1e-6)
-    names = json.loads((out / "gt" / "classes.json").read_text())["names"]  # no eval info: raw Replica ids
+    # by default the classes are OVO's 51 evaluated Replica classes (the shipped eval-info file)
+    names = json.loads((out / "gt" / "classes.json").read_text())["names"]
+    assert len(names) == 51 and "wall" in names and "chair" in names
+    raw = tmp_path / "raw"
+    assert main(["replica", str(replica_tree), "--out", str(raw), "--max-frames", "1", "--eval-info", "none"]) == 0
+    names = json.loads((raw / "gt" / "classes.json").read_text())["names"]  # raw Replica ids
     assert len(names) == 1000 and names[93] == "replica_93"
-    assert read_ply(out / "gt" / "points.ply")["label"][:6].tolist() == [93, 31, 40, -1, -1, 12]
+    assert read_ply(raw / "gt" / "points.ply")["label"][:6].tolist() == [93, 31, 40, -1, -1, 12]
 
 
 @pytest.fixture

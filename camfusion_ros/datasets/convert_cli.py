@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from camfusion_ros.core.recording import exit_on_error
+from camfusion_ros.resources import config_file
 from camfusion_ros.datasets.bag_writer import DEPTH_ENCODINGS, BagWriterError
 from camfusion_ros.datasets.converter import ConversionError, ConvertConfig
 
@@ -27,8 +28,14 @@ def _parser() -> argparse.ArgumentParser:
         if name == "replica":
             s.add_argument("--mesh", type=Path, help="scene mesh (default SRC/../<scene>_mesh.ply)")
             s.add_argument("--semantic-gt", type=Path, help="per-vertex class ids (default SRC/../semantic_gt/<scene>.txt)")
-            s.add_argument("--eval-info", type=Path, help="OVO replica_eval_info.yaml to map labels to its class list")
+            s.add_argument("--eval-info", type=Path, default=REPLICA_EVAL_INFO,
+                           help="OVO's replica_eval_info.yaml mapping Replica class ids to its 51 evaluated classes "
+                                "(default: the copy shipped in config/datasets/); 'none' keeps raw ids")
     return p
+
+
+# OVO's class list for Replica (MIT licence, unchanged), so converted scenes use the paper's classes.
+REPLICA_EVAL_INFO = config_file("datasets", "replica_eval_info.yaml")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -44,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
             from camfusion_ros.datasets.replica import convert_replica
 
             summary = convert_replica(args.src, args.out, cfg, mesh=args.mesh, semantic_gt=args.semantic_gt,
-                                      eval_info=args.eval_info)
+                                      eval_info=None if str(args.eval_info) == "none" else args.eval_info)
         else:
             from camfusion_ros.datasets.scannet import convert_scannet
 

@@ -6,7 +6,6 @@ can find the shipped lists without pulling in the evaluation code.
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 import yaml
@@ -24,9 +23,9 @@ def vocabulary_dirs() -> list[Path]:
     env = os.environ.get("CAMFUSION_VOCAB_DIR")
     if env:
         dirs.append(Path(env))
-    dirs.append(Path(__file__).resolve().parents[2] / "config" / "vocabularies")
-    dirs.append(Path(sys.prefix) / "share" / "camfusion_ros" / "config" / "vocabularies")
-    return dirs
+    from camfusion_ros.resources import config_dirs
+
+    return dirs + [d / "vocabularies" for d in config_dirs()]
 
 
 def available_vocabularies() -> list[str]:

@@ -34,13 +34,10 @@ OVERRIDES = {"segmenter": "segmenter.name", "fusion": "fusion.method", "checkpoi
 
 
 def default_config() -> Path:
-    """config/mapping.yaml of the package: the ament share folder when installed, else the source tree."""
-    prefix = os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep)
-    for p in prefix:
-        c = Path(p) / "share" / "camfusion_ros" / "config" / "mapping.yaml"
-        if p and c.is_file():
-            return c
-    return Path(__file__).resolve().parents[2] / "config" / "mapping.yaml"
+    """config/mapping.yaml of the package (the checkout's, or an installed share/ folder's)."""
+    from camfusion_ros.resources import config_file
+
+    return config_file("mapping.yaml")
 
 
 def _parser() -> argparse.ArgumentParser:
