@@ -1,8 +1,7 @@
 """End-to-end rate of the live node: a replayed bag at several speeds, drops and latency percentiles.
 
 The node, the replayer and a probe (``camfusion_ros.nodes.bench_probe``, the only ROS code the bench runs) run as separate
-processes on a loopback-only DDS domain of their own (``test/rostest_utils``'s
-``ros_env``). Each rate gets a fresh node (an empty map) and its own copy of the
+processes on a loopback-only DDS domain of their own (``camfusion_ros.ros_env``). Each rate gets a fresh node (an empty map) and its own copy of the
 recording with stamps shifted past the previous one, so every published
 instance's ``last_seen`` tells which frame it reflects.
 """
@@ -20,6 +19,7 @@ import yaml
 
 from camfusion_ros.bench.timing import progress
 from camfusion_ros.core.recording import read_frames
+from camfusion_ros.ros_env import loopback_env
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -31,18 +31,7 @@ def ros_available() -> str | None:
     if r.returncode != 0:
         last = (r.stderr.strip().splitlines() or ["?"])[-1]
         return f"ROS 2 (rclpy / camfusion_ros messages) not importable here: {last[:200]}"
-    if not (REPO / "test" / "rostest_utils.py").exists():
-        return "test/rostest_utils.py (ros_env) not found"
     return None
-
-
-def _ros_env() -> dict:
-    sys.path.insert(0, str(REPO / "test"))
-    try:
-        from rostest_utils import ros_env
-    finally:
-        sys.path.pop(0)
-    return ros_env()
 
 
 def _shifted_bags(bag: Path, folder: Path, count: int, gap_s: float = 1000.0) -> tuple[list[Path], int, float]:
@@ -80,7 +69,7 @@ def bench_node(bag: Path, rates: tuple[float, ...], device: str, timeout_s: floa
                   "publish_cloud": True}
         pfile = tmp / "params.yaml"
         pfile.write_text(yaml.safe_dump({"mapping_node": {"ros__parameters": params}}))
-        env = _ros_env()
+        env = loopback_env()
         res: dict = {"runs": []}
         for bag_i, rate in zip(bags, rates):       # a fresh node (empty map) per rate
             progress(f"node e2e: replay at {rate}x")
