@@ -21,6 +21,8 @@ from typing import Sequence
 
 import yaml
 
+from camfusion_ros.cli_errors import report_error
+
 __all__ = ["main", "draw_topdown"]
 
 REAL_WEIGHTS_HELP = """\
@@ -112,8 +114,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return _run(a)
     except (RuntimeError, ValueError, OSError) as exc:
-        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
-        return 2
+        return report_error(exc)
     except KeyboardInterrupt:
         return 130
 

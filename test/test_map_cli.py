@@ -76,3 +76,15 @@ def test_bad_inputs_give_one_error_line(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         relabel_cli.main([str(tmp_path)])
     assert e.value.code == 2 and "missing" in capsys.readouterr().err
+
+
+def test_missing_weights_error_is_one_whole_line_with_the_hint(synth_scene, tmp_path, capsys):
+    """The hint on how to get the file comes last in the message: it must not be cut off."""
+    with pytest.raises(SystemExit) as e:
+        map_cli.main([str(synth_scene / "bag"), "--out", str(tmp_path / "m"), "--model", "PE-Core-L-14-336",
+                      "--pretrained", "meta", "--set", f"vlm.cache_dir={tmp_path / 'empty_hub'}", "--no-progress"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: PE-Core-L-14-336/meta")
+    assert err[0].endswith("or pass a local weights file path as pretrained")
+    assert "huggingface-cli download timm/PE-Core-L-14-336 open_clip_model.safetensors" in err[0]

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+from camfusion_ros.cli_errors import report_error
 from camfusion_ros.bench.suites import SUITES, check_finite, sanitize
 
 
@@ -60,8 +61,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(text)
         return 0
     except BenchError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return report_error(exc)
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 2

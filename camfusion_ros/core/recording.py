@@ -12,13 +12,13 @@ from __future__ import annotations
 import bisect
 import contextlib
 import logging
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
 import numpy as np
 
+from camfusion_ros.cli_errors import one_line, report_error
 from camfusion_ros.core.frames import RGBDFrame
 from camfusion_ros.core.geometry import quaternion_to_matrix
 
@@ -76,7 +76,8 @@ def open_recording(path: str | Path):
 
 
 def _why(exc: BaseException) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
+    """A library's own error, shortened to fit inside one of ours."""
+    text = one_line(exc)
     return text if len(text) < 200 else text[:197] + "..."
 
 
@@ -282,5 +283,4 @@ def exit_on_error(*errors: type[BaseException]) -> Iterator[None]:
     try:
         yield
     except (RecordingError, PlyError, *errors) as exc:
-        print(f"error: {_why(exc)}", file=sys.stderr)
-        raise SystemExit(2) from None
+        raise SystemExit(report_error(exc)) from None   # the whole message: hints come last

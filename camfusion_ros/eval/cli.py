@@ -9,6 +9,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from camfusion_ros.cli_errors import report_error
 from .class_lists import ClassListError, available_vocabularies, frequency_splits, load_splits, load_vocabulary
 from .evaluate import EvalConfig, evaluate_map
 from .gt import GroundTruth, load_gt
@@ -149,11 +150,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         res = run(args)
     except (EvalError, ClassListError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        return report_error(e)
     except (ValueError, OSError, ImportError) as e:   # readable errors from the core (fusion, VLM, bag, ...)
-        print(f"error: {type(e).__name__}: {e}", file=sys.stderr)
-        return 2
+        return report_error(f"{type(e).__name__}: {e}")
     for label, r in res["results"].items():
         s, a = r["semantic"], r["instance_top1"]
         print(f"{label}: mIoU {100 * s['mIoU']:.1f}  mAcc {100 * s['mAcc']:.1f}  "

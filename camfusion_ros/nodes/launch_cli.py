@@ -14,6 +14,8 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+from camfusion_ros.cli_errors import report_error
+
 __all__ = ["main", "LAUNCH_ARGUMENTS", "build_command", "default_config"]
 
 # name -> (default, description); "" = keep the config file's value.
@@ -76,8 +78,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         cmd = build_command(args)
     except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return report_error(exc)
     if args.dry_run:
         print(" ".join(cmd))
         return 0

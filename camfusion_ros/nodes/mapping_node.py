@@ -35,6 +35,7 @@ from std_msgs.msg import Header
 from std_srvs.srv import Trigger
 from visualization_msgs.msg import MarkerArray
 
+from camfusion_ros.cli_errors import report_error
 from camfusion_ros.core.config import ConfigError, MappingConfig, flatten, load_config
 from camfusion_ros.core.frames import FrameError, RGBDFrame
 from camfusion_ros.core.recording import RecordingTopics
@@ -536,8 +537,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     except (ConfigError, ValueError, FileNotFoundError) as exc:   # incl. missing weights / checkpoint
-        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
-        return 2
+        return report_error(exc)
     finally:
         if node is not None:
             node.shutdown()

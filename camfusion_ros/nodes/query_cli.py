@@ -12,6 +12,8 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
+from camfusion_ros.cli_errors import report_error
+
 __all__ = ["query_main", "labels_main", "call_service", "format_table", "ServiceError", "instances_as_rows"]
 
 DEFAULT_NODE = "/mapping_node"
@@ -83,8 +85,7 @@ def _run(fn, argv) -> int:
     try:
         return fn(argv)
     except (ServiceError, OSError, ValueError) as exc:
-        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
-        return 2
+        return report_error(exc)
     except KeyboardInterrupt:
         return 130
 

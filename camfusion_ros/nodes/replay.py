@@ -16,6 +16,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from camfusion_ros.cli_errors import report_error
+
 __all__ = ["main", "to_rclpy", "rclpy_class", "ReplayError", "open_bag"]
 
 
@@ -83,8 +85,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise ReplayError(f"--rate must be > 0, got {args.rate}")
         return _replay(args)
     except ReplayError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return report_error(exc)
     except KeyboardInterrupt:
         return 0
 

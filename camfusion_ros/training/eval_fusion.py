@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from camfusion_ros.cli_errors import report_error
 from camfusion_ros.core.camfusion.checkpoint import CheckpointError
 from camfusion_ros.core.fusion import FusionError, make_fuser
 from camfusion_ros.training.sampler import best_views
@@ -42,8 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         res = evaluate(args.checkpoint, args.data, args.views, args.device)
     except (CheckpointError, ShardError, FusionError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        return report_error(e)
     print(json.dumps(res, indent=2))
     return 0
 

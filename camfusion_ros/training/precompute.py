@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from camfusion_ros.cli_errors import report_error
 from camfusion_ros.training.shards import TEXT_FILE, ShardError, read_text_embeddings, write_shard, write_text_embeddings
 
 
@@ -201,8 +202,7 @@ def main(argv: list[str] | None = None) -> int:
                               "views": int(res["view_valid"].sum())}))
         update_text_embeddings(args.out, all_names, vlm, model_name)
     except (PrecomputeError, ShardError, RecordingError, VLMError, DescriptorError, VocabularyError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        return report_error(e)
     return 0
 
 

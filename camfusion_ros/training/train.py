@@ -23,6 +23,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from camfusion_ros.cli_errors import report_error
 from camfusion_ros.core.camfusion.checkpoint import CheckpointError, save_checkpoint
 from camfusion_ros.core.camfusion.model import CamFusion, ModelBuildError, build_camfusion
 from camfusion_ros.core.fusion import make_fuser
@@ -342,8 +343,7 @@ def main(argv: list[str] | None = None) -> int:
         out = Path(args.out) if args.out else Path("out/runs") / Path(args.config).stem
         res = train(cfg, out, resume=args.resume, progress=not args.no_progress)
     except (ConfigError, ShardError, CheckpointError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        return report_error(e)
     if int(os.environ.get("RANK", "0")) == 0:
         print(json.dumps({"run": str(out), **res}))
     return 0
