@@ -160,3 +160,17 @@ def test_matrix_to_quaternion_hand_case_and_round_trip():
     q0 = np.array([0.1, -0.2, 0.3, math.sqrt(1 - 0.14)])
     q1 = np.array(matrix_to_quaternion(quaternion_to_matrix(*q0)))
     assert np.allclose(q1, q0) or np.allclose(q1, -q0)
+
+
+def test_pose_matrix_from_translation_and_quaternion():
+    from camfusion_ros.core.geometry import pose_matrix
+
+    s = np.sqrt(0.5)
+    T = pose_matrix((1.0, 2.0, 3.0), (0.0, 0.0, s, s))          # 90 degrees about z
+    np.testing.assert_allclose(T[:3, :3], [[0, -1, 0], [1, 0, 0], [0, 0, 1]], atol=1e-12)
+    np.testing.assert_allclose(T[:3, 3], [1, 2, 3])
+    np.testing.assert_allclose(T[3], [0, 0, 0, 1])
+    with pytest.raises(ValueError, match="position"):
+        pose_matrix((np.nan, 0.0, 0.0), (0.0, 0.0, 0.0, 1.0))
+    with pytest.raises(ValueError, match="unit quaternion"):
+        pose_matrix((0.0, 0.0, 0.0), (0.0, 0.0, 0.0, 2.0))

@@ -77,6 +77,17 @@ def quaternion_to_matrix(qx: float, qy: float, qz: float, qw: float) -> np.ndarr
     ])
 
 
+def pose_matrix(position: tuple[float, float, float], quaternion: tuple[float, float, float, float]) -> np.ndarray:
+    """4x4 from a translation and an (x, y, z, w) quaternion; ValueError if either is unusable."""
+    t = np.asarray(position, dtype=np.float64)
+    if not np.all(np.isfinite(t)):
+        raise ValueError(f"position {t.tolist()} is not finite")
+    T = np.eye(4)
+    T[:3, :3] = quaternion_to_matrix(*quaternion)
+    T[:3, 3] = t
+    return T
+
+
 def matrix_to_quaternion(R: np.ndarray) -> tuple[float, float, float, float]:
     """(qx, qy, qz, qw) of a rotation matrix (scipy does the numerics)."""
     from scipy.spatial.transform import Rotation

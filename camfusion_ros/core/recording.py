@@ -20,7 +20,7 @@ import numpy as np
 
 from camfusion_ros.cli_errors import one_line, report_error
 from camfusion_ros.core.frames import RGBDFrame
-from camfusion_ros.core.geometry import quaternion_to_matrix
+from camfusion_ros.core.geometry import pose_matrix
 
 __all__ = ["RecordingTopics", "RecordingError", "read_frames", "inspect_recording", "exit_on_error",
            "decode_image", "decode_depth", "ros_typestore", "open_recording"]
@@ -135,7 +135,7 @@ def _frames(reader, path: Path, topics: RecordingTopics, max_frames: int | None,
         if conn.topic == topics.pose:
             T = _pose_matrix(msg)
             if T is None:
-                log.warning("%s: pose at %d ns has a non-unit quaternion; ignored", path, stamp)
+                log.warning("%s: pose at %d ns is not finite or has a non-unit quaternion; ignored", path, stamp)
             else:
                 poses.append((stamp, T))
         else:
@@ -220,13 +220,9 @@ def _nearest(times: list[int], values: list, stamp: int, tol_ns: int):
 def _pose_matrix(msg) -> np.ndarray | None:
     p, q = msg.pose.position, msg.pose.orientation
     try:
-        R = quaternion_to_matrix(q.x, q.y, q.z, q.w)
+        return pose_matrix((p.x, p.y, p.z), (q.x, q.y, q.z, q.w))
     except ValueError:
         return None
-    T = np.eye(4)
-    T[:3, :3] = R
-    T[:3, 3] = (p.x, p.y, p.z)
-    return T
 
 
 def _pixels(msg, topic: str, dtype: np.dtype, channels: int) -> np.ndarray:

@@ -16,7 +16,7 @@ from nav_msgs.msg import Odometry
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2, PointField
 from std_msgs.msg import Header
 
-from camfusion_ros.core.geometry import matrix_to_quaternion, quaternion_to_matrix
+from camfusion_ros.core.geometry import matrix_to_quaternion, pose_matrix
 from camfusion_ros.msg import Instance
 
 __all__ = ["ConversionError", "IMAGE_ENCODINGS", "COLOR_ENCODINGS", "DEPTH_ENCODINGS", "image_to_numpy",
@@ -127,17 +127,10 @@ def pose_to_matrix(msg: PoseStamped | Odometry | Pose) -> np.ndarray:
     """4x4 float64 camera-to-map from PoseStamped, Odometry or Pose; rejects NaN and non-unit quaternions."""
     pose = msg.pose.pose if isinstance(msg, Odometry) else msg.pose if isinstance(msg, PoseStamped) else msg
     p, q = pose.position, pose.orientation
-    t = (p.x, p.y, p.z)
-    if not all(math.isfinite(v) for v in t):
-        raise ConversionError("pose", f"pose position is not finite: {t}")
     try:
-        R = quaternion_to_matrix(q.x, q.y, q.z, q.w)
+        return pose_matrix((p.x, p.y, p.z), (q.x, q.y, q.z, q.w))
     except ValueError as exc:
         raise ConversionError("pose", f"pose rejected: {exc}") from None
-    T = np.eye(4)
-    T[:3, :3] = R
-    T[:3, 3] = t
-    return T
 
 
 def matrix_to_pose(T: np.ndarray) -> Pose:

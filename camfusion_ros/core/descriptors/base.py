@@ -101,8 +101,3 @@ def resize(x: torch.Tensor, h: int, w: int) -> torch.Tensor:
     if x.shape[-2:] == (h, w):
         return x
     return F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False, antialias=True)
-
-
-def l2n(x: np.ndarray) -> np.ndarray:
-    n = np.linalg.norm(x, axis=-1, keepdims=True)
-    return (x / np.where(n > 0, n, 1.0)).astype(np.float32)

@@ -11,15 +11,16 @@ from typing import Optional
 import numpy as np
 
 from ..vlm import VisionLanguageModel
-from .base import DescriptorConfig, check_inputs, empty_result, l2n
+from ..fusion import normalize
+from .base import DescriptorConfig, check_inputs, empty_result
 from .crops import CropEncoder
 
 
 def hovsg_blend(global_emb: np.ndarray, mask_emb: np.ndarray, bbox_emb: np.ndarray,
                 mask_weight: float = 0.4418, fixed_global_weight: Optional[float] = None) -> np.ndarray:
     """(M,D) blended descriptors from global (D,), mask crops (M,D) and bbox crops (M,D)."""
-    g = l2n(np.asarray(global_emb, np.float32)[None])[0]
-    local = l2n(mask_weight * np.asarray(mask_emb, np.float32)
+    g = normalize(np.asarray(global_emb, np.float32)[None])[0]
+    local = normalize(mask_weight * np.asarray(mask_emb, np.float32)
                 + (1.0 - mask_weight) * np.asarray(bbox_emb, np.float32))
     if fixed_global_weight is None:
         cos = local @ g
@@ -27,7 +28,7 @@ def hovsg_blend(global_emb: np.ndarray, mask_emb: np.ndarray, bbox_emb: np.ndarr
         w = (e / e.sum())[:, None]  # softmax over the image's masks
     else:
         w = np.full((local.shape[0], 1), fixed_global_weight, np.float32)
-    return l2n(w * g[None] + (1.0 - w) * local)
+    return normalize(w * g[None] + (1.0 - w) * local)
 
 
 class HOVSGExtractor:
