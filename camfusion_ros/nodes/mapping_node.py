@@ -8,7 +8,6 @@ can see exactly what the node did with its data.
 from __future__ import annotations
 
 import collections
-import dataclasses
 import json
 import os
 import shutil
@@ -36,7 +35,7 @@ from std_srvs.srv import Trigger
 from visualization_msgs.msg import MarkerArray
 
 from camfusion_ros.cli_errors import report_error
-from camfusion_ros.core.config import ConfigError, MappingConfig, flatten, load_config
+from camfusion_ros.core.config import ConfigError, MappingConfig, flatten, from_dict, load_config, unflatten
 from camfusion_ros.core.frames import FrameError, RGBDFrame
 from camfusion_ros.core.recording import RecordingTopics
 from camfusion_ros.msg import InstanceArray
@@ -130,18 +129,8 @@ def _own_keys() -> set[str]:
 
 
 def _node_config_from(values: dict[str, Any]) -> NodeConfig:
-    topics = TopicsConfig(**{k.split(".", 1)[1]: v for k, v in values.items() if k.startswith("topics.")})
-    rest = {k: v for k, v in values.items() if not k.startswith("topics.")}
-    types = {f.name: f.type for f in dataclasses.fields(NodeConfig)}
-    conv = {}
-    for k, v in rest.items():
-        t = types[k]
-        try:
-            conv[k] = (bool(v) if t in ("bool", bool) else float(v) if t in ("float", float)
-                       else int(v) if t in ("int", int) else str(v))
-        except (TypeError, ValueError):
-            raise ConfigError(f"parameter {k}: cannot use {v!r}") from None
-    return NodeConfig(topics=topics, **conv).validate()
+    """The node's own parameters (dotted keys), typed and checked like the pipeline's."""
+    return from_dict(NodeConfig, unflatten(values)).validate()
 
 
 def save_map_atomic(pipeline, folder: str | os.PathLike, keep: int = 2) -> Path:
@@ -190,7 +179,7 @@ class MappingNode(Node):
         values = self._declare_parameters()
         own = _own_keys()
         self.ncfg = _node_config_from({k: v for k, v in values.items() if k in own})
-        pipe_values = {k: (None if v == "" and _optional(k) else v) for k, v in values.items() if k not in own}
+        pipe_values = {k: v for k, v in values.items() if k not in own}   # "" = not set, for optional keys
         self.cfg = load_config(pipe_values)
         from camfusion_ros.core.pipeline import MappingPipeline
 
@@ -513,16 +502,6 @@ class MappingNode(Node):
             self._stop = True
             self._cond.notify_all()
         self._worker.join(timeout=5.0)
-
-
-def _optional(key: str) -> bool:
-    import typing
-
-    node: Any = MappingConfig
-    for part in key.split("."):
-        t = typing.get_type_hints(node)[part]
-        node = t
-    return type(None) in typing.get_args(node)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
