@@ -74,19 +74,17 @@ def _normalize(x: np.ndarray) -> np.ndarray:
 
 
 def map_bag(bag: Path, config: Optional[Path], out: Path, device: Optional[str]) -> Path:
-    """Run the mapping pipeline over a recording once and save the map (with its per-view descriptors)."""
+    """Map the recording once, as camfusion-map does, and save the map (with its per-view descriptors)."""
     from dataclasses import replace
 
+    from camfusion_ros.cli.map_cli import build_map
     from camfusion_ros.core.config import load_config
-    from camfusion_ros.core.pipeline import MappingPipeline
-    from camfusion_ros.core.recording import read_frames
+
     cfg = load_config(config)
     if device:
         cfg = replace(cfg, vlm=replace(cfg.vlm, device=device))
-    pipe = MappingPipeline(cfg)
-    for frame in read_frames(bag):
-        pipe.process(frame)
-    return pipe.save(out / "map")
+    build_map(str(bag), cfg, str(out / "map"))
+    return out / "map"
 
 
 def compare_fusions(view: MapView, gt: GroundTruth, fusions: list[str], vocab: list[str], text: np.ndarray,
