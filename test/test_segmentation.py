@@ -1,12 +1,13 @@
-"""Mask filtering, ground-truth masks, SAM2 checkpoint resolution and one real SAM2.1 run."""
+"""Ground-truth masks, the SAM-like noisy segmenter, SAM2 checkpoint resolution and one real SAM2.1 run."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
 from camfusion_ros.core.frames import RGBDFrame
-from camfusion_ros.core.segmentation import (SAM2_URL, GTSegmenter, SegmenterConfig, SegmenterError,
-                                             filter_masks, make_segmenter, resolve_sam2_checkpoint)
+from camfusion_ros.core.mask_postprocess import FrameMasks
+from camfusion_ros.core.segmentation import (SAM2_URL, GTSegmenter, NoiseConfig, NoisyGTSegmenter, SegmenterConfig,
+                                             SegmenterError, make_segmenter, resolve_sam2_checkpoint)
 
 
 def masks_with_areas(areas, h=10, w=10):
@@ -22,32 +23,6 @@ def frame(h=6, w=8, gt=None) -> RGBDFrame:
                      K=K, T_world_cam=np.eye(4), gt_instances=gt)
 
 
-def test_filter_masks_min_pixels_and_largest_first():
-    m = masks_with_areas([5, 50, 20, 50, 1])
-    out = filter_masks(m, min_pixels=10, max_masks=10)
-    assert out.dtype == bool
-    assert out.reshape(len(out), -1).sum(1).tolist() == [50, 50, 20]
-    np.testing.assert_array_equal(out, m[[1, 3, 2]])            # ties keep their input order
-
-
-def test_filter_masks_max_masks_keeps_largest():
-    m = masks_with_areas([30, 70, 10, 90, 50])
-    out = filter_masks(m, min_pixels=1, max_masks=2)
-    np.testing.assert_array_equal(out, m[[3, 1]])
-
-
-def test_filter_masks_min_pixels_is_inclusive_and_casts_to_bool():
-    m = masks_with_areas([10, 9]).astype(np.uint8)
-    out = filter_masks(m, min_pixels=10, max_masks=5)
-    assert out.dtype == bool and out.shape == (1, 10, 10) and out.sum() == 10
-
-
-def test_filter_masks_empty():
-    out = filter_masks(np.zeros((0, 4, 5), bool), 1, 3)
-    assert out.shape == (0, 4, 5) and out.dtype == bool
-    assert filter_masks(masks_with_areas([3, 4]), 100, 3).shape == (0, 10, 10)
-
-
 def test_gt_segmenter_one_mask_per_id_zero_ignored():
     ids = np.zeros((6, 8), np.int32)
     ids[0:3, 0:4] = 3          # 12 px
@@ -55,8 +30,11 @@ def test_gt_segmenter_one_mask_per_id_zero_ignored():
     ids[4, 0] = 12             # 1 px
     seg = make_segmenter(SegmenterConfig(name="gt", min_mask_pixels=1, max_masks=10))
     assert isinstance(seg, GTSegmenter)
-    out = seg.segment(frame(gt=ids))
+    fm = seg.segment(frame(gt=ids))
+    out = fm.masks
     assert out.shape == (3, 6, 8) and out.dtype == bool
+    assert fm.proposals == 3 and not fm.dropped
+    np.testing.assert_array_equal(fm.label_map, np.select([ids == 3, ids == 7, ids == 12], [0, 1, 2], -1))
     np.testing.assert_array_equal(out[0], ids == 3)
     np.testing.assert_array_equal(out[1], ids == 7)
     np.testing.assert_array_equal(out[2], ids == 12)
@@ -67,19 +45,23 @@ def test_gt_segmenter_applies_filter():
     ids = np.zeros((6, 8), np.int32)
     ids[0:3, 0:4] = 3
     ids[5, 4:8] = 7
-    out = GTSegmenter(SegmenterConfig(name="gt", min_mask_pixels=5)).segment(frame(gt=ids))
-    assert out.shape == (1, 6, 8)
-    np.testing.assert_array_equal(out[0], ids == 3)
+    fm = GTSegmenter(SegmenterConfig(name="gt", min_mask_pixels=5)).segment(frame(gt=ids))
+    assert fm.masks.shape == (1, 6, 8) and fm.dropped == {"small": 1}
+    np.testing.assert_array_equal(fm.masks[0], ids == 3)
+    fm = GTSegmenter(SegmenterConfig(name="gt", min_mask_pixels=1, max_masks=1)).segment(frame(gt=ids))
+    assert len(fm) == 1 and fm.dropped == {"cap": 1}          # the cap is counted, never silent
 
 
 def test_gt_segmenter_all_background():
     out = GTSegmenter(SegmenterConfig(name="gt")).segment(frame(gt=np.zeros((6, 8), np.int32)))
-    assert out.shape == (0, 6, 8)
+    assert out.masks.shape == (0, 6, 8) and (out.label_map == -1).all()
 
 
 def test_gt_segmenter_without_gt_image():
     with pytest.raises(SegmenterError, match="gt"):
         GTSegmenter(SegmenterConfig(name="gt")).segment(frame())
+    with pytest.raises(SegmenterError, match="gt_noisy"):
+        make_segmenter(SegmenterConfig(name="gt_noisy")).segment(frame())
 
 
 def test_make_segmenter_unknown_name():
@@ -140,10 +122,99 @@ def test_sam2_tiny_random_weights_runs_end_to_end():
     f = RGBDFrame(stamp_ns=1, rgb=rng.integers(0, 256, (h, w, 3), dtype=np.uint8),
                   depth=np.ones((h, w), np.float32), K=np.array([[100.0, 0, 64], [0, 100.0, 48], [0, 0, 1]]),
                   T_world_cam=np.eye(4)).validate()
-    out = seg.segment(f)
-    assert isinstance(out, np.ndarray) and out.dtype == bool
-    assert out.ndim == 3 and out.shape[1:] == (h, w)
-    assert out.shape[0] <= cfg.max_masks
-    if len(out) > 1:
-        areas = out.reshape(len(out), -1).sum(1)
-        assert (np.diff(areas) <= 0).all() and (areas >= 1).all()
+    props = seg.proposals(f)
+    assert props.masks.shape[1:] == (h, w) and len(props.scores) == len(props.masks)
+    fm = seg.segment(f)
+    assert isinstance(fm, FrameMasks) and fm.masks.dtype == bool and fm.masks.shape[1:] == (h, w)
+    assert len(fm) <= cfg.max_masks
+    assert fm.proposals == len(props.masks) and len(fm) + sum(fm.dropped.values()) == fm.proposals
+    assert (fm.masks.sum(0) <= 1).all()                        # disjoint after post-processing
+
+
+# -- gt_noisy: SAM-like errors made from the ground-truth instance image ----------------------------------
+
+def scene_ids(h=60, w=80):
+    """Two touching objects (ids 2, 3) on a background (id 1)."""
+    ids = np.ones((h, w), np.int32)
+    ids[20:40, 10:40] = 2
+    ids[20:40, 40:60] = 3
+    return ids
+
+
+def noisy(**kw) -> NoisyGTSegmenter:
+    off = dict(border_px=0, split_fraction=0.0, join_fraction=0.0, miss_prob=0.0, spurious_per_frame=0.0,
+               shuffle=False)
+    off.update(kw)
+    return NoisyGTSegmenter(SegmenterConfig(name="gt_noisy", min_mask_pixels=1, noise=NoiseConfig(**off)))
+
+
+def test_gt_noisy_with_every_error_off_is_exact():
+    ids = scene_ids()
+    p = noisy().proposals(frame(60, 80, gt=ids))
+    assert len(p.masks) == 3
+    for m, i in zip(p.masks, (1, 2, 3)):
+        np.testing.assert_array_equal(m, ids == i)
+
+
+def test_gt_noisy_is_deterministic_per_seed_and_stamp():
+    ids = scene_ids()
+    seg = NoisyGTSegmenter(SegmenterConfig(name="gt_noisy", min_mask_pixels=1))   # defaults: all errors on
+    a, b = seg.proposals(frame(60, 80, gt=ids)), seg.proposals(frame(60, 80, gt=ids))
+    np.testing.assert_array_equal(a.masks, b.masks)
+    np.testing.assert_array_equal(a.scores, b.scores)
+    other = NoisyGTSegmenter(SegmenterConfig(name="gt_noisy", min_mask_pixels=1, noise=NoiseConfig(seed=7)))
+    c = other.proposals(frame(60, 80, gt=ids))
+    assert c.masks.shape != a.masks.shape or not np.array_equal(c.masks, a.masks)
+
+
+def test_gt_noisy_border_moves_every_mask_edge_by_at_most_border_px():
+    ids = scene_ids()
+    seg = noisy(border_px=2)
+    obj = ids == 2
+    changed = 0
+    for stamp in range(20):
+        f = frame(60, 80, gt=ids)
+        f.stamp_ns = stamp
+        m = seg.proposals(f).masks[1]
+        grown = np.zeros_like(obj)
+        grown[18:42, 8:42] = True
+        shrunk = np.zeros_like(obj)
+        shrunk[22:38, 12:38] = True
+        assert (m <= grown).all() and (shrunk <= m).all()
+        changed += not np.array_equal(m, obj)
+    assert changed > 10
+
+
+def test_gt_noisy_split_emits_parts_beside_the_whole():
+    ids = scene_ids()
+    p = noisy(split_fraction=1.0, split_parts=2).proposals(frame(60, 80, gt=ids))
+    assert len(p.masks) == 9                                   # 3 wholes + 2 parts each
+    whole, a, b = p.masks[3], p.masks[4], p.masks[5]           # object 2 and its parts
+    np.testing.assert_array_equal(whole, ids == 2)
+    assert not (a & b).any() and np.array_equal(a | b, whole) and a.any() and b.any()
+
+
+def test_gt_noisy_join_covers_two_touching_objects_never_the_room():
+    ids = scene_ids()
+    p = noisy(join_fraction=1.0, join_frame_prob=1.0, join_max_area=0.2).proposals(frame(60, 80, gt=ids))
+    unions = [m for m in p.masks if np.array_equal(m, (ids == 2) | (ids == 3))]
+    assert len(unions) == 2                                    # each object chose its neighbour
+    assert not any((m & (ids == 1)).any() and (m & (ids == 2)).any() for m in p.masks)
+
+
+def test_gt_noisy_miss_and_spurious():
+    ids = scene_ids()
+    f = frame(60, 80, gt=ids)
+    assert len(noisy(miss_prob=1.0).proposals(f).masks) == 0
+    counts = [len(noisy(spurious_per_frame=3.0, seed=s).proposals(f).masks) - 3 for s in range(30)]
+    assert 2.0 < np.mean(counts) < 4.0
+
+
+def test_gt_noisy_segment_returns_disjoint_postprocessed_masks():
+    ids = scene_ids()
+    seg = NoisyGTSegmenter(SegmenterConfig(name="gt_noisy", min_mask_pixels=10,
+                                           noise=NoiseConfig(split_fraction=1.0, spurious_per_frame=2.0)))
+    fm = seg.segment(frame(60, 80, gt=ids))
+    assert (fm.masks.sum(0) <= 1).all()
+    assert len(fm) + sum(fm.dropped.values()) == fm.proposals
+    assert fm.dropped.get("nms_nested", 0) + fm.dropped.get("overlap_leftover", 0) > 0

@@ -100,7 +100,7 @@ def bench_memory(bag: Path, checkpoints: tuple[int, ...], device: str, pose_sigm
         if n in checkpoints:
             gc.collect()
             banks = [len(st.bank) for st in pipe.state.values()]
-            pts = sum(len(t.points) for t in pipe.tracker.instances.values())
+            pts = len(pipe.tracker.keys)
             points.append({"frames": n, "rss_mib": _rss() / 2**20, "gpu": _gpu(device),
                            "instances": len(pipe.tracker.instances), "map_points": int(pts),
                            "views_stored": int(sum(banks)), "max_views_per_instance": max(banks, default=0),

@@ -8,6 +8,7 @@ instance whose views changed, as one batch.
 """
 from __future__ import annotations
 
+import collections
 import dataclasses
 import logging
 import time
@@ -68,6 +69,8 @@ class MappingPipeline:
         self.frames_seen = 0
         self.last_stamp_ns: Optional[int] = None
         self.stage_seconds = {s: 0.0 for s in STAGES}
+        self.mask_counts: collections.Counter = collections.Counter()   # proposed / tracked masks
+        self.masks_dropped: collections.Counter = collections.Counter()  # per reason, segmentation + tracking
         self._removed: list[int] = []
 
     # -- lazily built components (the model loads only when first needed) --
@@ -144,22 +147,27 @@ class MappingPipeline:
         t0 = time.perf_counter()
         masks = self.segmenter.segment(frame)
         t1 = time.perf_counter()
-        result = self.tracker.update(frame, masks)
+        result = self.tracker.update(frame, masks, merge_gate=self._merge_gate)
         t2 = time.perf_counter()
+        self.mask_counts.update(proposed=masks.proposals, tracked=len(masks) - result.dropped_masks)
+        self.masks_dropped.update(masks.dropped)
+        self.masks_dropped.update(result.dropped)
         for gone, kept in result.merged:
             self._merge_state(gone, kept)
         candidates = []
-        for obs in result.observations:
+        for k, obs in enumerate(result.observations):
             st = self.state.setdefault(obs.instance_id, _InstanceState(ViewBank(self.cfg.views.max_views)))
             score = visibility_score(obs.mask, frame.depth, self.cfg.views.border_margin)
             if score > 0 and st.bank.accepts(score):
-                candidates.append((obs, score))
+                candidates.append((k, obs, score))
         if candidates:
-            desc, keep = self.extractor.extract(frame.rgb, np.stack([o.mask for o, _ in candidates]))
-            for (obs, score), d, k in zip(candidates, desc, keep):
-                if not k:
+            # every mask of the frame goes to the extractor: TextRegion's global-patch removal and HOV-SG's
+            # softmax depend on the frame's whole mask set, as in camfusion-precompute
+            desc, keep = self.extractor.extract(frame.rgb, np.stack([o.mask for o in result.observations]))
+            for k, obs, score in candidates:
+                if not keep[k]:
                     continue
-                view = View(score, d.astype(np.float32), frame.stamp_ns, index, mask_bbox(obs.mask))
+                view = View(score, desc[k].astype(np.float32), frame.stamp_ns, index, mask_bbox(obs.mask))
                 if self.state[obs.instance_id].bank.add(view):
                     self.state[obs.instance_id].dirty = True
         t3 = time.perf_counter()
@@ -169,6 +177,24 @@ class MappingPipeline:
         for k, v in times.items():
             self.stage_seconds[k] += v
         return times
+
+    def _merge_gate(self, a: int, b: int) -> Optional[bool]:
+        """Tracker merges need the instances' descriptors to agree (OVO's cosine test); None = no views yet."""
+        ea, eb = self._embedding(a), self._embedding(b)
+        if ea is None or eb is None:
+            return None
+        return float(ea @ eb) >= self.cfg.tracker.merge_min_cosine
+
+    def _embedding(self, iid: int) -> Optional[np.ndarray]:
+        st = self.state.get(iid)
+        if st is None or len(st.bank) == 0:
+            return None
+        return st.fused if st.fused is not None and not st.dirty else normalize(st.bank.descriptors().mean(0))
+
+    def mask_summary(self) -> dict:
+        """Masks proposed, tracked and dropped per reason (for summaries and diagnostics)."""
+        return {"proposed": int(self.mask_counts["proposed"]), "tracked": int(self.mask_counts["tracked"]),
+                "dropped": {k: int(v) for k, v in sorted(self.masks_dropped.items())}}
 
     def _merge_state(self, gone: int, kept: int) -> None:
         a = self.state.setdefault(kept, _InstanceState(ViewBank(self.cfg.views.max_views)))
@@ -250,12 +276,13 @@ class MappingPipeline:
     def instances(self) -> list[InstanceRecord]:
         """Every fused instance with its geometry (unfused ones are not reported)."""
         out = []
+        points = self.tracker.instance_points()
         for iid in sorted(self.tracker.instances):
             st = self.state.get(iid)
             inst = self.tracker.instances[iid]
-            if st is None or st.fused is None or len(inst.points) == 0:
+            p = points[iid]
+            if st is None or st.fused is None or len(p) == 0:
                 continue
-            p = inst.points
             out.append(InstanceRecord(
                 id=iid, label=st.label, score=st.score, top_labels=list(st.top_labels),
                 top_scores=list(st.top_scores), embedding=st.fused, num_views=len(st.bank),

@@ -1,19 +1,30 @@
-"""2D instance masks per frame: SAM2 automatic masks, or ground-truth instance images.
+"""2D instance masks per frame: SAM2 automatic masks, ground-truth instance images, or SAM-like noisy GT.
 
-Both return a bool array (M, H, W); tiny masks are dropped and at most
-``max_masks`` (the largest) are kept, so one cluttered frame cannot flood the
-tracker and the descriptor batch.
+Every segmenter returns ``FrameMasks`` (core/mask_postprocess.py): disjoint
+masks, a label map and the count of dropped proposals per reason. SAM2 and
+``gt_noisy`` produce overlapping proposals that go through OVO-style mask NMS
+and ranking; ``gt`` is an exact partition already.
+
+``gt_noisy`` (``NoiseConfig``) makes the errors SAM2's automatic masks make,
+from the ground-truth instance image, deterministically from a seed and the
+frame stamp: borders dilated or eroded, objects split into parts emitted
+beside the whole, coarse masks over two neighbouring objects, missed masks,
+spurious blobs, shuffled order. It is how tracking is measured as it will be
+met in the field without SAM2 weights.
 """
 from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
+import zlib
+from dataclasses import dataclass, field
 from typing import Optional, Protocol
 
+import cv2
 import numpy as np
 
 from camfusion_ros.core.frames import RGBDFrame
+from camfusion_ros.core.mask_postprocess import FrameMasks, MaskProposals, from_partition, postprocess
 
 log = logging.getLogger(__name__)
 
@@ -30,11 +41,34 @@ class SegmenterError(ValueError):
     """A segmenter that cannot run (missing weights, no GT image, bad config)."""
 
 
+SEGMENTERS = ("sam2", "gt", "gt_noisy")
+
+
+@dataclass
+class NoiseConfig:
+    """Errors of ``gt_noisy``; each is off at 0. Defaults: the acceptance strength of issue 12."""
+    seed: int = 0
+    border_px: int = 2                 # every mask dilated or eroded by a random 0..border_px pixels
+    split_fraction: float = 0.5        # share of instances that also come split into parts (beside the whole)
+    split_parts: int = 2               # pieces per split (cuts through the mask's centre at random angles)
+    join_fraction: float = 0.25        # share of instances that a coarse mask joins to a touching neighbour ...
+    join_frame_prob: float = 0.3       # ... in this share of the frames where both are visible
+    join_max_area: float = 0.2         # only masks under this share of the image join (objects, not the room)
+    miss_prob: float = 0.05            # each instance's masks are missing from a frame with this probability
+    spurious_per_frame: float = 1.0    # mean number of small random blobs per frame
+    shuffle: bool = True               # emit proposals in random order
+
+
 @dataclass
 class SegmenterConfig:
-    name: str = "sam2"                 # sam2 | gt
-    min_mask_pixels: int = 100         # masks smaller than this are dropped
-    max_masks: int = 64                # keep the largest masks of a frame
+    name: str = "sam2"                 # sam2 | gt | gt_noisy
+    # post-processing of every segmenter's masks (core/mask_postprocess.py; OVO's NMS + label map)
+    min_mask_pixels: int = 100         # proposals and their leftovers after ranking smaller than this are dropped
+    max_masks: int = 256               # per frame, best scores first; the rest is counted ("cap"), never silent
+    min_score: float = 0.0             # proposals scoring lower are dropped (SAM2: predicted IoU x stability)
+    nms_iou_thresh: float = 0.8        # OVO's nms_iou_th: near-duplicates of a better mask go
+    nms_inner_thresh: float = 0.5      # OVO's nms_inner_th: parts nested in a kept whole go (0 = off)
+    noise: NoiseConfig = field(default_factory=NoiseConfig)   # gt_noisy only
     # SAM2 (TextRegion's settings by default)
     sam2_model: str = "large"          # tiny | small | base_plus | large
     sam2_checkpoint: str = ""          # path to the .pt; "random" = untrained weights (tests)
@@ -47,17 +81,14 @@ class SegmenterConfig:
 
 
 class Segmenter(Protocol):
-    def segment(self, frame: RGBDFrame) -> np.ndarray: ...
+    def segment(self, frame: RGBDFrame) -> FrameMasks: ...
 
 
-def filter_masks(masks: np.ndarray, min_pixels: int, max_masks: int) -> np.ndarray:
-    """Drop masks under min_pixels; keep the max_masks largest, largest first."""
-    if masks.size == 0:
-        return masks.reshape(0, *masks.shape[1:]).astype(bool)
-    area = masks.reshape(len(masks), -1).sum(1)
-    order = np.argsort(-area, kind="stable")
-    order = order[area[order] >= min_pixels][:max_masks]
-    return masks[order].astype(bool)
+def _instance_image(frame: RGBDFrame, name: str) -> np.ndarray:
+    if frame.gt_instances is None:
+        raise SegmenterError(f"segmenter {name!r} needs an instance-id image with every frame "
+                             "(topic /camera/instances/image_raw); use segmenter 'sam2' for plain RGB-D")
+    return frame.gt_instances
 
 
 class GTSegmenter:
@@ -66,15 +97,106 @@ class GTSegmenter:
     def __init__(self, cfg: SegmenterConfig):
         self.cfg = cfg
 
-    def segment(self, frame: RGBDFrame) -> np.ndarray:
-        ids = frame.gt_instances
-        if ids is None:
-            raise SegmenterError("segmenter 'gt' needs an instance-id image with every frame "
-                                 "(topic /camera/instances/image_raw); use segmenter 'sam2' for plain RGB-D")
-        labels = np.unique(ids)
-        labels = labels[labels > 0]
-        masks = ids[None, :, :] == labels[:, None, None]
-        return filter_masks(masks, self.cfg.min_mask_pixels, self.cfg.max_masks)
+    def segment(self, frame: RGBDFrame) -> FrameMasks:
+        return from_partition(_instance_image(frame, "gt"), self.cfg.min_mask_pixels, self.cfg.max_masks)
+
+
+def _disk(r: int) -> np.ndarray:
+    return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
+
+
+def _stable_uniform(seed: int, key: int, what: str) -> float:
+    """A per-instance draw that does not change from frame to frame."""
+    return float(np.random.default_rng([seed, key & 0xFFFFFFFF, zlib.crc32(what.encode())]).random())
+
+
+class NoisyGTSegmenter:
+    """SAM-like overlapping proposals from the ground-truth instance image (see ``NoiseConfig``).
+
+    Scores imitate SAM2's (predicted IoU x stability): wholes 0.80-1.00,
+    parts 0.75-0.98, coarse joins 0.75-0.95, spurious blobs 0.60-0.90, so the
+    post-processing's ranking sometimes prefers a part or a coarse mask, as it
+    does with SAM2.
+    """
+
+    def __init__(self, cfg: SegmenterConfig):
+        self.cfg = cfg
+        self.noise = cfg.noise
+
+    def proposals(self, frame: RGBDFrame) -> MaskProposals:
+        n = self.noise
+        ids_img = _instance_image(frame, "gt_noisy")
+        h, w = ids_img.shape
+        rng = np.random.default_rng([n.seed, frame.stamp_ns & 0xFFFFFFFF, (frame.stamp_ns >> 32) & 0xFFFFFFFF])
+        ids = [int(i) for i in np.unique(ids_img) if i > 0]
+        ids = [i for i in ids if rng.random() >= n.miss_prob]
+        wholes = {i: ids_img == i for i in ids}
+        masks, scores = [], []
+
+        def emit(mask: np.ndarray, lo: float, hi: float) -> None:
+            if mask.any():
+                masks.append(self._border(mask, rng))
+                scores.append(rng.uniform(lo, hi))
+
+        for i, m in wholes.items():
+            emit(m, 0.80, 1.00)
+            if n.split_parts > 1 and _stable_uniform(n.seed, i, "split") < n.split_fraction:
+                for part in self._split(m, rng):
+                    emit(part, 0.75, 0.98)
+        small = [i for i, m in wholes.items() if m.sum() < n.join_max_area * h * w]
+        for i in small:
+            if _stable_uniform(n.seed, i, "join") >= n.join_fraction or rng.random() >= n.join_frame_prob:
+                continue
+            near = cv2.dilate(wholes[i].astype(np.uint8), _disk(2)).astype(bool)
+            touching = [j for j in small if j != i and (near & wholes[j]).any()]
+            if touching:
+                j = touching[int(rng.integers(len(touching)))]
+                emit(wholes[i] | wholes[j], 0.75, 0.95)
+        for _ in range(rng.poisson(n.spurious_per_frame) if n.spurious_per_frame > 0 else 0):
+            emit(self._blob(h, w, rng), 0.60, 0.90)
+        if not masks:
+            return MaskProposals.empty(h, w)
+        order = rng.permutation(len(masks)) if n.shuffle else np.arange(len(masks))
+        return MaskProposals(np.stack(masks)[order], np.asarray(scores)[order])
+
+    def segment(self, frame: RGBDFrame) -> FrameMasks:
+        return postprocess(self.proposals(frame), self.cfg)
+
+    def _border(self, mask: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        r = int(rng.integers(-self.noise.border_px, self.noise.border_px + 1)) if self.noise.border_px > 0 else 0
+        if r == 0:
+            return mask
+        op = cv2.dilate if r > 0 else cv2.erode
+        return op(mask.astype(np.uint8), _disk(abs(r))).astype(bool)
+
+    def _split(self, mask: np.ndarray, rng: np.random.Generator) -> list[np.ndarray]:
+        """Pieces of the mask cut by lines through its centre (an object segmented into parts)."""
+        rows, cols = np.nonzero(mask)
+        if len(rows) == 0:
+            return []
+        cy, cx = rows.mean(), cols.mean()
+        k = self.noise.split_parts
+        angle = np.arctan2(rows - cy, cols - cx)
+        start = rng.uniform(0, 2 * np.pi)
+        sector = (((angle - start) % (2 * np.pi)) / (2 * np.pi / k)).astype(int)
+        out = []
+        for s_ in range(k):
+            part = np.zeros_like(mask)
+            sel = sector == s_
+            part[rows[sel], cols[sel]] = True
+            out.append(part)
+        return out
+
+    @staticmethod
+    def _blob(h: int, w: int, rng: np.random.Generator) -> np.ndarray:
+        """An ellipse of 0.2-1 % of the image anywhere: a spurious mask on whatever lies there."""
+        area = rng.uniform(0.002, 0.01) * h * w
+        a = np.sqrt(area / np.pi) * rng.uniform(0.6, 1.6)
+        b = area / (np.pi * a)
+        img = np.zeros((h, w), np.uint8)
+        cv2.ellipse(img, (int(rng.integers(w)), int(rng.integers(h))), (max(1, int(a)), max(1, int(b))),
+                    float(rng.uniform(0, 180)), 0, 360, 1, -1)
+        return img.astype(bool)
 
 
 def resolve_sam2_checkpoint(cfg: SegmenterConfig) -> Optional[str]:
@@ -119,20 +241,26 @@ class SAM2Segmenter:
             multimask_output=cfg.multimask_output,
         )
 
-    def segment(self, frame: RGBDFrame) -> np.ndarray:
+    def proposals(self, frame: RGBDFrame) -> MaskProposals:
         import torch
 
         with torch.inference_mode():
             anns = self.generator.generate(frame.rgb)
         if not anns:
-            return np.zeros((0, frame.height, frame.width), dtype=bool)
-        masks = np.stack([a["segmentation"] for a in anns]).astype(bool)
-        return filter_masks(masks, self.cfg.min_mask_pixels, self.cfg.max_masks)
+            return MaskProposals.empty(frame.height, frame.width)
+        # OVO ranks by stability x predicted IoU
+        return MaskProposals(np.stack([a["segmentation"] for a in anns]),
+                             np.array([float(a["predicted_iou"]) * float(a["stability_score"]) for a in anns]))
+
+    def segment(self, frame: RGBDFrame) -> FrameMasks:
+        return postprocess(self.proposals(frame), self.cfg)
 
 
 def make_segmenter(cfg: SegmenterConfig) -> Segmenter:
     if cfg.name == "gt":
         return GTSegmenter(cfg)
+    if cfg.name == "gt_noisy":
+        return NoisyGTSegmenter(cfg)
     if cfg.name == "sam2":
         return SAM2Segmenter(cfg)
-    raise SegmenterError(f"unknown segmenter {cfg.name!r}; choose 'sam2' or 'gt'")
+    raise SegmenterError(f"unknown segmenter {cfg.name!r}; choose one of {', '.join(SEGMENTERS)}")
