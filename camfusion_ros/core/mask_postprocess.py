@@ -56,6 +56,11 @@ class FrameMasks:
     scores: np.ndarray                 # (N,)
     proposals: int = 0                 # masks the segmenter returned
     dropped: collections.Counter = field(default_factory=collections.Counter)
+    wholes: np.ndarray | None = None   # (K, H, W) the NMS survivors before ranking cut them; None = ``masks``
+
+    def survivors(self) -> np.ndarray:
+        """Full extents of the surviving proposals (a part that won its pixels still lies inside its whole)."""
+        return self.masks if self.wholes is None else self.wholes
 
     def __len__(self) -> int:
         return len(self.masks)
@@ -101,7 +106,7 @@ def postprocess(proposals: MaskProposals, cfg: PostprocessSettings) -> FrameMask
     masks, scores = proposals.masks, proposals.scores
     h, w = masks.shape[1:]
     dropped: collections.Counter = collections.Counter()
-    area = masks.reshape(len(masks), -1).sum(1)
+    area = masks.reshape(len(masks), h * w).sum(1)
     low = scores < cfg.min_score
     small = ~low & (area < cfg.min_mask_pixels)
     dropped["low_score"] += int(low.sum())
@@ -127,7 +132,7 @@ def postprocess(proposals: MaskProposals, cfg: PostprocessSettings) -> FrameMask
         out_scores.append(scores[i])
     stacked = np.stack(out_masks) if out_masks else np.zeros((0, h, w), bool)
     return FrameMasks(label, stacked, np.asarray(out_scores, np.float64), len(masks),
-                      collections.Counter({k: v for k, v in dropped.items() if v}))
+                      collections.Counter({k: v for k, v in dropped.items() if v}), masks[idx])
 
 
 def from_partition(instance_image: np.ndarray, min_pixels: int, max_masks: int) -> FrameMasks:

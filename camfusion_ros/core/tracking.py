@@ -22,7 +22,8 @@ keyframe, with the frame's disjoint masks (``FrameMasks``):
 4. **Merging, only when safe.** Regions split an object whose mask is cut by
    an occluder or a self-occluding edge into several instances at first
    sight. Two instances that each lie for the most part (``merge_fraction``
-   of their visible points) inside one mask are one object seen in pieces,
+   of their visible points) inside one mask (its full extent as proposed,
+   before ranking gave some of it to a part) are one object seen in pieces,
    or two objects a coarse mask joined in that frame. The difference is
    persistence and contact: they merge only when one mask held both in at
    least ``merge_min_keyframes`` keyframes and in ``merge_min_ratio`` of the
@@ -137,7 +138,7 @@ class InstanceTracker:
             return result
         regions, region_mask = self._regions(depth, masks)
         regions, region_mask = self._group_regions(frame, depth, regions, region_mask)
-        votes, mask_votes, visible = self._votes(frame, depth, regions, masks.label_map)
+        votes, mask_votes, visible = self._votes(frame, depth, regions, masks.survivors())
         new_pts, new_keys, new_cols = self._region_points(frame, depth, regions, len(region_mask))
 
         assigned: dict[int, list[int]] = collections.defaultdict(list)   # instance -> regions
@@ -229,8 +230,8 @@ class InstanceTracker:
         lut = np.append(new_index, -1).astype(np.int32)      # -1 stays -1
         return lut[regions], region_mask[uniq]
 
-    def _votes(self, frame: RGBDFrame, depth: np.ndarray, regions: np.ndarray, label_map: np.ndarray):
-        """Matched map points per (region, instance) and per (mask, instance); visible[instance]: all of them."""
+    def _votes(self, frame: RGBDFrame, depth: np.ndarray, regions: np.ndarray, wholes: np.ndarray):
+        """Matched map points per (region, instance) and per (whole proposal, instance); visible: all of them."""
         if len(self.keys) == 0:
             return {}, {}, {}
         u, v, z = project(self.points.astype(np.float64), frame.K, frame.T_world_cam)
@@ -243,8 +244,13 @@ class InstanceTracker:
         owner = self.owner[idx]
         ids, counts = np.unique(owner, return_counts=True)
         visible = dict(zip(ids.tolist(), counts.tolist()))
-        return (self._tally(regions[vi[idx], ui[idx]], owner), self._tally(label_map[vi[idx], ui[idx]], owner),
-                visible)
+        per_whole: dict[int, dict[int, int]] = {}
+        for k, whole in enumerate(wholes):                   # proposals overlap: one tally each
+            inside = whole[vi[idx], ui[idx]]
+            if inside.any():
+                ids_k, counts_k = np.unique(owner[inside], return_counts=True)
+                per_whole[k] = dict(zip(ids_k.tolist(), counts_k.tolist()))
+        return self._tally(regions[vi[idx], ui[idx]], owner), per_whole, visible
 
     @staticmethod
     def _tally(where: np.ndarray, owner: np.ndarray) -> dict[int, dict[int, int]]:
