@@ -37,7 +37,7 @@ and ground-truth masks instead of SAM2. They show the plumbing, not the accuracy
 def _params(scene: Path, out: Path, frames: int) -> Path:
     classes = json.loads((scene / "gt" / "classes.json").read_text())
     names = [n for n in classes["names"]]
-    params = {"segmenter": {"name": "gt"},
+    params = {"segmenter": {"name": "gt"}, "segment_every": 1,
               "vlm": {"model_name": "PE-Core-T-16-384", "pretrained": "random", "device": "cpu"},
               "descriptor": {"tiling": False},
               "vocabulary": {"names": names, "cache_dir": ""},

@@ -14,7 +14,7 @@ CLIENT = "test/ros_peers/mapping_client.py"
 VOCAB = ["chair", "table", "sofa", "lamp", "wall", "floor"]
 
 # GT masks and the smallest Perception Encoder with RANDOM weights (no pretrained weights on this machine).
-TINY = {"segmenter": {"name": "gt"},
+TINY = {"segmenter": {"name": "gt"}, "segment_every": 1,
         "vlm": {"model_name": "PE-Core-T-16-384", "pretrained": "random", "device": "cpu"},
         "descriptor": {"tiling": False},
         "vocabulary": {"names": VOCAB, "cache_dir": "", "templates": ["a photo of a {}."]},

@@ -50,9 +50,10 @@ def test_tracked_map_with_oracle_labels_scores_near_100(tracked):
     print(json.dumps({"all": everywhere["semantic"]["mIoU"], "observed": seen["semantic"]["mIoU"],
                       "AP50": everywhere["instance_top1"]["AP50"]}))
     # on what the camera saw, only boundary points (an object's foot on the floor) may go to a neighbour
-    assert seen["semantic"]["mIoU"] >= 0.95   # measured 0.974 on the default scene
-    # surfaces the 30-frame orbit never saw count as misses
-    assert everywhere["semantic"]["mIoU"] >= 0.85
+    assert seen["semantic"]["mIoU"] >= 0.95   # measured 0.978 on the default scene
+    # surfaces the 30-frame orbit never saw count as misses, and so do the mask borders and depth edges the
+    # tracker no longer back-projects (measured 0.847)
+    assert everywhere["semantic"]["mIoU"] >= 0.83
     assert everywhere["instance_top1"]["AP50"] == 1.0
 
 

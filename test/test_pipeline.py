@@ -16,7 +16,7 @@ from camfusion_ros.core.pipeline import MappingPipeline
 from camfusion_ros.core.recording import read_frames
 
 VOCAB = ["chair", "table", "lamp", "plant", "wall", "floor"]
-TINY = {"segmenter": {"name": "gt"}, "vlm": {"model_name": "PE-Core-T-16-384", "pretrained": "random", "device": "cpu"},
+TINY = {"segmenter": {"name": "gt"}, "segment_every": 1, "vlm": {"model_name": "PE-Core-T-16-384", "pretrained": "random", "device": "cpu"},
         "descriptor": {"tiling": False}, "vocabulary": {"names": VOCAB}, "fuse_every": 0}
 
 

@@ -73,7 +73,7 @@ def bench_memory(bag: Path, checkpoints: tuple[int, ...], device: str, pose_sigm
                  seed: int = 0) -> dict:
     """RSS / GPU memory / map state after each checkpoint frame count; map bytes per instance at the end."""
     base = list(read_frames(bag))
-    cfg = load_config({"segmenter": {"name": "gt"},
+    cfg = load_config({"segmenter": {"name": "gt"}, "segment_every": 1,
                        "vlm": {"model_name": "PE-Core-T-16-384", "pretrained": "random", "device": device},
                        "descriptor": {"tiling": False}, "fuse_every": 10,
                        "vocabulary": {"names": ["chair", "table", "lamp", "wall", "floor"], "cache_dir": "",

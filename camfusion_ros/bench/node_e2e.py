@@ -59,7 +59,7 @@ def bench_node(bag: Path, rates: tuple[float, ...], device: str, timeout_s: floa
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         bags, n_frames, fps = _shifted_bags(bag, tmp, len(rates))
-        params = {"segmenter": {"name": "gt"},
+        params = {"segmenter": {"name": "gt"}, "segment_every": 1,
                   "vlm": {"model_name": "PE-Core-T-16-384", "pretrained": "random", "device": device},
                   "descriptor": {"tiling": False},
                   "vocabulary": {"names": ["chair", "table", "sofa", "lamp", "wall", "floor"], "cache_dir": "",

@@ -37,7 +37,7 @@ PRESETS = {
 
 
 def preset_config(p: ModelPreset, device: str, camfusion_checkpoint: str = "") -> dict:
-    cfg = {"segmenter": {"name": "gt"},
+    cfg = {"segmenter": {"name": "gt"}, "segment_every": 1,
            "vlm": {"model_name": p.vlm, "pretrained": "random", "device": device},
            "descriptor": {"tiling": p.tiling},
            "vocabulary": {"names": VOCAB, "cache_dir": "", "templates": ["a photo of a {}."]},

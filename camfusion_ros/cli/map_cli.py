@@ -1,6 +1,7 @@
 """camfusion-map: build a labelled instance map from a recording, offline.
 
-Prints one JSON summary line last (frames, instances, seconds, per-stage seconds).
+Prints one JSON summary line last (frames, instances, seconds, per-stage seconds, masks proposed /
+tracked / dropped per reason).
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from camfusion_ros.cli.common import add_config_args, config_from_args, quiet_li
 from camfusion_ros.core.frames import FrameError
 from camfusion_ros.core.pipeline import MappingPipeline
 from camfusion_ros.core.recording import exit_on_error, inspect_recording, read_frames
+from camfusion_ros.core.segmentation import SEGMENTERS
 
 
 def build_map(bag: str, cfg, out: str | None = None, max_frames: int | None = None,
@@ -42,7 +44,8 @@ def build_map(bag: str, cfg, out: str | None = None, max_frames: int | None = No
     summary = {"bag": str(bag), "frames": frames, "skipped_frames": len(skipped),
                "instances": len(pipe.instances()), "seconds": round(time.perf_counter() - t0, 3),
                "stage_seconds": {k: round(v, 3) for k, v in pipe.stage_seconds.items()},
-               "segmenter": cfg.segmenter.name, "fusion": cfg.fusion.method, "model": pipe.model_name,
+               "segmenter": cfg.segmenter.name, "segment_every": cfg.segment_every, "masks": pipe.mask_summary(),
+               "fusion": cfg.fusion.method, "model": pipe.model_name,
                "weights_are_random": bool(getattr(pipe._vlm, "weights_are_random", False)), "map": out}
     for s in skipped[:5]:
         print(f"warning: skipped {s}", file=sys.stderr)
@@ -53,7 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="camfusion-map", description=__doc__)
     p.add_argument("bag", help="rosbag2 folder (from camfusion-synth, camfusion-convert, or a robot)")
     p.add_argument("--out", required=True, help="map folder to write (points.ply, instances.safetensors, meta.json)")
-    p.add_argument("--segmenter", choices=("gt", "sam2"), help="gt needs the instance-image topic")
+    p.add_argument("--segmenter", choices=SEGMENTERS,
+                   help="gt and gt_noisy (SAM-like errors made from GT; segmenter.noise.*) need the instance-image topic")
     p.add_argument("--max-frames", type=int)
     p.add_argument("--no-progress", action="store_true")
     add_config_args(p)

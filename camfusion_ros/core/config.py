@@ -36,7 +36,7 @@ class FusionConfig:
 
 @dataclass
 class MappingConfig:
-    segment_every: int = 1             # segment every n-th frame (OVO keyframes: 10)
+    segment_every: int = 10            # keyframes: segment + track every n-th frame (OVO's cadence at 30 Hz)
     fuse_every: int = 10               # offline runner: re-fuse dirty instances every n frames (0: at the end only)
     label_threshold: float = -1.0      # instances whose best cosine score is below stay unlabelled ("" ; -1: always label)
     top_k: int = 5                     # labels kept per instance

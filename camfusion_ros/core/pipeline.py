@@ -149,9 +149,10 @@ class MappingPipeline:
         t1 = time.perf_counter()
         result = self.tracker.update(frame, masks, merge_gate=self._merge_gate)
         t2 = time.perf_counter()
-        self.mask_counts.update(proposed=masks.proposals, tracked=len(masks) - result.dropped_masks)
-        self.masks_dropped.update(masks.dropped)
-        self.masks_dropped.update(result.dropped)
+        # new objects, not updates in place: the node's status thread reads them without the pipeline lock
+        self.mask_counts = self.mask_counts + collections.Counter(
+            proposed=masks.proposals, tracked=len(masks) - result.dropped_masks)
+        self.masks_dropped = self.masks_dropped + masks.dropped + result.dropped
         for gone, kept in result.merged:
             self._merge_state(gone, kept)
         candidates = []
@@ -193,8 +194,9 @@ class MappingPipeline:
 
     def mask_summary(self) -> dict:
         """Masks proposed, tracked and dropped per reason (for summaries and diagnostics)."""
-        return {"proposed": int(self.mask_counts["proposed"]), "tracked": int(self.mask_counts["tracked"]),
-                "dropped": {k: int(v) for k, v in sorted(self.masks_dropped.items())}}
+        counts, dropped = self.mask_counts, self.masks_dropped
+        return {"proposed": int(counts["proposed"]), "tracked": int(counts["tracked"]),
+                "dropped": {k: int(v) for k, v in sorted(dropped.items())}}
 
     def _merge_state(self, gone: int, kept: int) -> None:
         a = self.state.setdefault(kept, _InstanceState(ViewBank(self.cfg.views.max_views)))

@@ -42,6 +42,7 @@ class SegmenterError(ValueError):
 
 
 SEGMENTERS = ("sam2", "gt", "gt_noisy")
+GT_SEGMENTERS = ("gt", "gt_noisy")       # read the recording's instance image
 
 
 @dataclass

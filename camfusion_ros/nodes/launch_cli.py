@@ -21,7 +21,7 @@ __all__ = ["main", "LAUNCH_ARGUMENTS", "build_command", "default_config"]
 # name -> (default, description); "" = keep the config file's value.
 LAUNCH_ARGUMENTS: dict[str, tuple[str, str]] = {
     "config_file": ("", "parameters file (default: the package's config/mapping.yaml)"),
-    "segmenter": ("", "segmenter.name override: sam2 | gt"),
+    "segmenter": ("", "segmenter.name override: sam2 | gt | gt_noisy"),
     "fusion": ("", "fusion.method override: avg | l1medoid | cosmedoid | camfusion"),
     "checkpoint": ("", "fusion.checkpoint override (CAMFusion checkpoint folder)"),
     "use_sim_time": ("false", "use /clock (e.g. from camfusion-replay --clock)"),

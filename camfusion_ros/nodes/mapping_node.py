@@ -38,6 +38,7 @@ from camfusion_ros.cli_errors import report_error
 from camfusion_ros.core.config import ConfigError, MappingConfig, flatten, from_dict, load_config, unflatten
 from camfusion_ros.core.frames import FrameError, RGBDFrame
 from camfusion_ros.core.recording import RecordingTopics
+from camfusion_ros.core.segmentation import GT_SEGMENTERS
 from camfusion_ros.msg import InstanceArray
 from camfusion_ros.nodes.conversions import (ConversionError, camera_info_to_K, cloud_to_msg, color_from_msg,
                                              depth_from_msg, instance_to_msg, instances_from_msg,
@@ -55,7 +56,7 @@ AUTOSAVE_LINK = "map"          # <autosave_folder>/map -> snapshots/<n>, swapped
 
 @dataclass
 class TopicsConfig(RecordingTopics):
-    """The node's input topics; defaults are the recordings' (``instances``: read only by segmenter.name=gt)."""
+    """The node's input topics; defaults are the recordings' (``instances``: read only by segmenter.name gt / gt_noisy)."""
 
 
 @dataclass
@@ -98,7 +99,7 @@ NODE_DESCRIPTIONS = {
     "topics.depth": "depth image topic (16UC1 millimetres or 32FC1 metres)",
     "topics.camera_info": "CameraInfo of the (registered) depth/colour images",
     "topics.pose": "camera-to-map pose topic (see pose_type)",
-    "topics.instances": "ground-truth instance image (32SC1), read only when segmenter.name is gt",
+    "topics.instances": "ground-truth instance image (32SC1), read only when segmenter.name is gt or gt_noisy",
     "pose_type": "message type of the pose topic: PoseStamped or Odometry",
     "sync_tolerance_s": "approximate-time synchronisation tolerance in seconds",
     "sync_buffer": "messages buffered per input topic while waiting for a match",
@@ -189,7 +190,7 @@ class MappingNode(Node):
         self._lock = threading.Lock()       # counters, sync, queue
         self._cond = threading.Condition(self._lock)
         self.streams = ["color", "depth", "camera_info", "pose"]
-        if self.cfg.segmenter.name == "gt":
+        if self.cfg.segmenter.name in GT_SEGMENTERS:
             self.streams.append("instances")
         self.sync = ApproximateSync(self.streams, "color", int(self.ncfg.sync_tolerance_s * 1e9), self.ncfg.sync_buffer)
         self.received: collections.Counter = collections.Counter()
@@ -413,7 +414,8 @@ class MappingNode(Node):
         c.update(ready=self.ready, input_rate_hz=round(self._rates[0], 3), frame_rate_hz=round(self._rates[1], 3),
                  instances=len(self._last_instance_ids), instance_ids=list(self._last_instance_ids),
                  frames_seen=int(self.pipeline.frames_seen), last_fusion_unix_ns=self.last_fusion_ns,
-                 last_fusion_seconds=round(self.last_fusion_seconds, 4), autosave=dict(self.last_autosave))
+                 last_fusion_seconds=round(self.last_fusion_seconds, 4), autosave=dict(self.last_autosave),
+                 masks=self.pipeline.mask_summary())
         return c
 
     def _publish_status(self) -> None:
@@ -425,6 +427,8 @@ class MappingNode(Node):
                                   message="mapping" if ok else "no frame processed yet")
             flat = {k: v for k, v in s.items() if not isinstance(v, (dict, list))}
             flat.update({f"dropped.{k}": v for k, v in s["dropped"].items()})
+            flat.update({"masks.proposed": s["masks"]["proposed"], "masks.tracked": s["masks"]["tracked"]})
+            flat.update({f"masks_dropped.{k}": v for k, v in s["masks"]["dropped"].items()})
             st.values = [KeyValue(key=k, value=str(v)) for k, v in flat.items()]
             self.pub_diag.publish(DiagnosticArray(header=self._header(), status=[st]))
         except Exception as exc:
