@@ -88,3 +88,28 @@ def test_missing_weights_error_is_one_whole_line_with_the_hint(synth_scene, tmp_
     assert len(err) == 1 and err[0].startswith("error: PE-Core-L-14-336/meta")
     assert err[0].endswith("or pass a local weights file path as pretrained")
     assert "huggingface-cli download timm/PE-Core-L-14-336 open_clip_model.safetensors" in err[0]
+
+
+def test_map_with_sam_like_masks_counts_every_dropped_mask(synth_scene, tmp_path, capsys):
+    common = [a if a != "gt" else "gt_noisy" for a in COMMON]
+    s = run_json(map_cli.main, [str(synth_scene / "bag"), "--out", str(tmp_path / "map"), *common,
+                                "--set", "segment_every=1", "--set", "segmenter.noise.spurious_per_frame=3"], capsys)
+    assert s["segmenter"] == "gt_noisy" and s["segment_every"] == 1 and s["instances"] >= 3
+    m = s["masks"]
+    assert m["proposed"] > m["tracked"] > 0
+    assert set(m["dropped"]) >= {"nms_nested"} and sum(m["dropped"].values()) >= m["proposed"] - m["tracked"]
+
+
+def test_map_with_sam2_tiny_random_weights_runs_end_to_end(synth_scene, tmp_path, capsys):
+    """Real SAM2.1-T (RANDOM weights: masks are arbitrary) through post-processing, tracker and TextRegion."""
+    common = [a if a != "gt" else "sam2" for a in COMMON]
+    s = run_json(map_cli.main, [str(synth_scene / "bag"), "--out", str(tmp_path / "map"), *common,
+                                "--set", "segment_every=1", "--set", "segmenter.sam2_model=tiny",
+                                "--set", "segmenter.sam2_checkpoint=random", "--set", "segmenter.points_per_side=4",
+                                "--set", "segmenter.pred_iou_thresh=0", "--set", "segmenter.stability_score_thresh=0",
+                                "--set", "segmenter.min_mask_pixels=20", "--max-frames", "2"], capsys)
+    assert s["segmenter"] == "sam2" and s["frames"] == 2 and s["skipped_frames"] == 0
+    m = s["masks"]
+    assert m["tracked"] >= 1 and s["instances"] >= 1             # random weights still give a few masks
+    assert m["tracked"] + sum(m["dropped"].values()) == m["proposed"]
+    assert (tmp_path / "map" / "meta.json").is_file()

@@ -218,13 +218,12 @@ class InstanceTracker:
             return i
 
         for m in multi:
-            rs = np.flatnonzero(region_mask == m)
-            trees = {r: cKDTree(pc[reg == r][:: max(1, int(np.count_nonzero(reg == r)) // 2000)]) for r in rs}
-            for a in range(len(rs)):
-                for b in range(a + 1, len(rs)):
-                    ta, tb = trees[rs[a]], trees[rs[b]]
-                    if ta.n and tb.n and tb.query(ta.data, k=1, distance_upper_bound=gap)[0].min() <= gap:
-                        parent[root(rs[b])] = root(rs[a])
+            sel = np.flatnonzero(np.isin(reg, np.flatnonzero(region_mask == m)))
+            sel = sel[:: max(1, len(sel) // 4000)]           # bounded cost on huge masks
+            pairs = cKDTree(pc[sel]).query_pairs(gap, output_type="ndarray")
+            ra, rb = reg[sel][pairs[:, 0]], reg[sel][pairs[:, 1]]
+            for a, b in np.unique(np.stack([ra, rb], 1)[ra != rb], axis=0):
+                parent[root(b)] = root(a)
         roots = np.array([root(i) for i in range(n)])
         uniq, new_index = np.unique(roots, return_inverse=True)
         lut = np.append(new_index, -1).astype(np.int32)      # -1 stays -1
