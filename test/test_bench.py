@@ -13,6 +13,7 @@ from camfusion_ros.bench import cli
 from camfusion_ros.bench.flops import camfusion_flops
 from camfusion_ros.bench.fusion import FusionBenchConfig
 from camfusion_ros.bench.suites import SuiteConfig, StageRun, check_finite, run_suite, sanitize
+from camfusion_ros.bench.tracking import TrackingBenchConfig
 from camfusion_ros.core.camfusion import CamFusionConfig, build_camfusion
 
 SMALL = CamFusionConfig(input_dim=32, width=32, depth=2, heads=4, mlp_hidden=64)
@@ -23,7 +24,8 @@ def _smoke() -> SuiteConfig:
         name="smoke",
         stages=[StageRun("tiny", 64, 48, frames=2, warmup_frames=1, sam2_frames=0, sam2_skip="smoke test")],
         fusion=FusionBenchConfig(model=SMALL, instances=(1, 10), views=(1, 3), min_seconds=0.01),
-        memory_loop=(3, 64, 48), memory_checkpoints=(4, 8), node=None, peak_seconds=0.05)
+        memory_loop=(3, 64, 48), memory_checkpoints=(4, 8), node=None, peak_seconds=0.05,
+        tracking=TrackingBenchConfig(sizes=((96, 72),), seeds=(0,), frames=3, objects=4, kinds=("exact", "default")))
 
 
 @pytest.fixture(scope="module")
@@ -112,3 +114,13 @@ def test_cli_rejects_cuda_without_a_gpu(capsys):
     assert cli.main(["--device", "cuda", "--suite", "quick"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "CUDA" in err and len(err.strip().splitlines()) == 1
+
+
+def test_tracking_section_has_the_table_and_keyframe_times(result):
+    t = result["tracking"]
+    assert set(t["table"]["96x72"]) == {"exact", "default"}
+    for row in t["table"]["96x72"].values():
+        assert all(_num(row[k]) and 0 <= row[k] <= 1 for k in ("recall", "fragment_rate", "spurious_rate"))
+    kf = t["per_keyframe_ms"]["96x72"]
+    assert kf["tracking"]["n"] == 3 and _num(kf["tracking"]["mean_ms"]) and kf["proposals_mean"] > 0
+    assert "tracking_96x72_exact" in result["summary"]

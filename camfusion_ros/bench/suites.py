@@ -13,6 +13,7 @@ import torch
 
 from camfusion_ros.bench import machine
 from camfusion_ros.bench.fusion import FusionBenchConfig
+from camfusion_ros.bench.tracking import TrackingBenchConfig
 from camfusion_ros.bench.timing import progress
 
 SCHEMA = "camfusion-bench/1"
@@ -42,6 +43,7 @@ class SuiteConfig:
     node: Optional[tuple[int, int, int]] = (20, 160, 120)  # frames, width, height of the replayed recording
     node_rates: tuple[float, ...] = (1.0, 2.0, 5.0)
     peak_seconds: float = 0.5
+    tracking: Optional[TrackingBenchConfig] = field(default_factory=TrackingBenchConfig)
 
 
 SAM2_SLOW = ("SAM2.1-L automatic masks on CPU take well over 60 s per frame (SAM2.1-T alone takes ~100 s on the "
@@ -139,6 +141,13 @@ def run_suite(suite: SuiteConfig, device: torch.device, data: Optional[Path] = N
             result["fusion"] = _guard("fusion", lambda: bench_fusion(fcfg, device, result["peak_flops"]))
         else:
             result["fusion"] = {"skipped": "not in this suite"}
+        if suite.tracking is not None:
+            from camfusion_ros.bench.tracking import bench_tracking
+
+            progress("tracking on exact and SAM-like masks")
+            result["tracking"] = _guard("tracking", lambda: bench_tracking(suite.tracking, root))
+        else:
+            result["tracking"] = {"skipped": "not in this suite"}
         if suite.memory_checkpoints:
             progress("memory over a long run")
             n, w, h = suite.memory_loop
@@ -168,6 +177,14 @@ def summarise(r: dict) -> dict:
     for e in (r.get("fusion") or {}).get("camfusion", []):
         if e["instances"] == 1000 and e["views"] == 10 and "latency" in e:
             s[f"fusion_1000x10_{e['mode']}_{e['dtype']}_ms"] = round(e["latency"]["p50_ms"], 2)
+    for size, kinds in ((r.get("tracking") or {}).get("table") or {}).items():
+        for kind in ("exact", "default"):
+            if kind in kinds:
+                s[f"tracking_{size}_{kind}"] = kinds[kind]
+    for size, t in ((r.get("tracking") or {}).get("per_keyframe_ms") or {}).items():
+        s[f"tracking_{size}_per_keyframe_ms"] = {"proposals": round(t["proposals_mean"], 1),
+                                                 "postprocessing": round(t["gt_noisy_and_postprocessing"]["mean_ms"], 1),
+                                                 "tracking": round(t["tracking"]["mean_ms"], 1)}
     mem = r.get("memory") or {}
     for k, v in mem.items():
         if k.startswith("rss_ratio") and v is not None:
