@@ -256,3 +256,39 @@ def test_node_with_missing_weights_stops_at_once_with_one_line(tmp_path):
     err = [ln for ln in r.stderr.splitlines() if ln.startswith("error:")]
     assert len(err) == 1 and "Traceback" not in r.stderr
     assert "PE-Core-L-14-336" in err[0] and "huggingface-cli download" in err[0]
+
+
+@pytest.mark.parametrize("segmenter", ["gt_noisy", "sam2"])
+def test_node_maps_automatic_masks_and_reports_mask_drops(segmenter, tmp_path):
+    """SAM-like masks (gt_noisy) and real SAM2.1-T with RANDOM weights (arbitrary masks) through the live node:
+    post-processing, tracker and descriptors run, and get_status counts masks per reason."""
+    env = ros_env()
+    seg = {"name": segmenter, "min_mask_pixels": 20}
+    if segmenter == "sam2":
+        seg.update(sam2_model="tiny", sam2_checkpoint="random", points_per_side=4, pred_iou_thresh=0.0,
+                   stability_score_thresh=0.0, device="cpu")
+    else:
+        seg.update(noise={"spurious_per_frame": 3.0, "split_fraction": 1.0})
+    from camfusion_ros.datasets.synth import SynthConfig, generate
+
+    frames = 3
+    scene = generate(tmp_path / "scene", SynthConfig(seed=1, frames=frames, width=160, height=120, objects=3))
+    node = start_node(env, write_params(tmp_path / "params.yaml", segmenter=seg))
+    replay = None
+    try:
+        wait_status(env, node, lambda s: s["ready"], 180, "the node to load its models")
+        replay = start(["-m", "camfusion_ros.nodes.replay", str(scene / "bag"), "--rate", "1",
+                        "--wait-for-subscribers", "30"], env)
+        _, err = replay.communicate(timeout=90)
+        assert replay.returncode == 0, err
+        s = wait_status(env, node, lambda s: s["frames_processed"] == frames and s["pending"] == 0, 240,
+                        f"{frames} frames to be processed")
+        assert not s["dropped"] and accounted(s)
+        m = s["masks"]
+        assert m["proposed"] >= 1 and m["tracked"] + sum(m["dropped"].values()) == m["proposed"]
+        if segmenter == "gt_noisy":
+            assert m["tracked"] >= 3 and s["instances"] >= 1 and m["dropped"].get("nms_nested", 0) > 0
+    finally:
+        if replay is not None:
+            stop(replay)
+        stop(node)
