@@ -128,3 +128,30 @@ def test_missing_weights_are_named_before_any_model_loads(override, error, words
         MappingPipeline(cfg).check_weights()
     assert type(e.value).__name__ == error and words in str(e.value)
     assert "\n" not in str(e.value)
+
+
+def test_tracker_merges_are_gated_by_descriptor_agreement():
+    """The pipeline's merge gate: undecided without views, yes for agreeing descriptors, no otherwise."""
+    from camfusion_ros.core.pipeline import _InstanceState
+    from camfusion_ros.core.view_bank import View, ViewBank
+
+    p = MappingPipeline(load_config(TINY))
+    assert p._merge_gate(1, 2) is None
+
+    def state(vec):
+        bank = ViewBank(5)
+        bank.add(View(1.0, np.asarray(vec, np.float32), 0, 0, (0, 0, 1, 1)))
+        return _InstanceState(bank)
+
+    p.state = {1: state([1, 0, 0]), 2: state([0.99, 0.141, 0]), 3: state([0, 1, 0])}
+    assert p._merge_gate(1, 2) is True and p._merge_gate(1, 3) is False
+    assert p._merge_gate(1, 4) is None
+
+
+def test_mask_counts_add_up_per_frame(frames):
+    p = MappingPipeline(load_config({**TINY, "segmenter": {"name": "gt_noisy"}}))
+    for f in frames[:2]:
+        p.process(f)
+    m = p.mask_summary()
+    assert m["proposed"] > m["tracked"] > 0 and m["dropped"]
+    assert m["tracked"] + sum(m["dropped"].values()) == m["proposed"]
