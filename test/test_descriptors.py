@@ -174,7 +174,9 @@ def test_bbox_crop_keeps_context_and_clips_to_image():
 @pytest.mark.parametrize("method", ["maskcrop", "bboxcrop"])
 def test_crop_methods_contract(vlm, frame, method):
     rgb, masks = frame
-    desc, keep = make_extractor(DescriptorConfig(method=method), vlm).extract(rgb, masks[[0, 3, 2]])
+    # a context margin of 4 px: the default 50 px around any box of this 48 x 64 image is the whole image,
+    # which would make every BBox Crop the same picture
+    desc, keep = make_extractor(DescriptorConfig(method=method, bbox_margin_px=4), vlm).extract(rgb, masks[[0, 3, 2]])
     check_contract(desc, keep, 3, 512)
     assert keep.tolist() == [True, False, True]
     assert not np.allclose(desc[0], desc[2])
