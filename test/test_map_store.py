@@ -94,6 +94,40 @@ def test_failed_save_keeps_the_old_map(tmp_path):
     assert_same(first, load_map(tmp_path / "m"))
 
 
+def test_a_folder_with_a_users_files_is_refused_and_left_alone(tmp_path):
+    home = tmp_path / "home"
+    (home / "sub").mkdir(parents=True)
+    (home / "important.txt").write_text("mine")
+    (home / "sub" / "thesis.tex").write_text("also mine")
+    with pytest.raises(MapFileError, match="important.txt"):
+        save_map(home, snapshot())
+    assert (home / "important.txt").read_text() == "mine" and (home / "sub" / "thesis.tex").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["home"]          # no temp folder left behind
+    # a map folder someone added a file to is no longer ours to replace either
+    save_map(tmp_path / "m", snapshot())
+    (tmp_path / "m" / "notes.md").write_text("x")
+    with pytest.raises(MapFileError, match="notes.md"):
+        save_map(tmp_path / "m", snapshot(seed=1))
+    assert (tmp_path / "m" / "notes.md").is_file()
+    # a plain file, and three files that only look like a map, are refused too
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(MapFileError, match="not a map folder"):
+        save_map(tmp_path / "f", snapshot())
+    fake = tmp_path / "fake"
+    fake.mkdir()
+    for name in ("points.ply", "instances.safetensors", "meta.json"):
+        (fake / name).write_text("{}")
+    with pytest.raises(MapFileError, match="meta.json"):
+        save_map(fake, snapshot())
+    assert (fake / "meta.json").read_text() == "{}"
+
+
+def test_an_empty_folder_is_filled(tmp_path):
+    (tmp_path / "empty").mkdir()
+    save_map(tmp_path / "empty", snapshot())
+    assert_same(snapshot(), load_map(tmp_path / "empty"))
+
+
 def test_missing_folder(tmp_path):
     with pytest.raises(MapFileError, match="not found"):
         load_map(tmp_path / "nothing")

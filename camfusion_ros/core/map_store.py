@@ -7,7 +7,9 @@
   can be re-fused and re-labelled later without the recording;
 - ``meta.json``: model, fusion, vocabulary, labels, config.
 Writes go to a temporary sibling folder that replaces the target in one
-rename, so a crash mid-save never leaves a half-written map. No pickle.
+rename, so a crash mid-save never leaves a half-written map. Only an empty
+folder or a map this module wrote (its three files, nothing else) is ever
+replaced: a folder holding anything else is refused, never deleted. No pickle.
 """
 from __future__ import annotations
 
@@ -57,9 +59,34 @@ class MapSnapshot:
         return np.asarray(self.meta.get("label_scores", [0.0] * len(self.ids)), dtype=np.float32)
 
 
+MAP_FILES = frozenset({"points.ply", "instances.safetensors", "meta.json"})
+
+
+def check_replaceable(target: Path) -> None:
+    """Raise MapFileError unless ``target`` is absent, an empty folder, or a map save_map wrote."""
+    if not os.path.lexists(target):
+        return
+    if target.is_symlink() or not target.is_dir():
+        raise MapFileError(f"refusing to write a map to {target}: it exists and is not a map folder")
+    names = {p.name for p in target.iterdir()}
+    foreign = sorted(names - MAP_FILES)
+    if foreign:
+        raise MapFileError(f"refusing to replace {target}: it holds files this package did not write "
+                           f"({', '.join(foreign[:5])}{', ...' if len(foreign) > 5 else ''}); "
+                           "choose a new or empty folder")
+    if names:
+        try:
+            fmt = json.loads((target / "meta.json").read_text()).get("format_version")
+        except (OSError, ValueError, AttributeError):
+            fmt = None
+        if fmt is None:
+            raise MapFileError(f"refusing to replace {target}: its meta.json is not one save_map wrote")
+
+
 def save_map(directory: str | os.PathLike, snap: MapSnapshot) -> Path:
-    """Write the map atomically (temp folder + rename)."""
+    """Write the map atomically (temp folder + rename); never replaces a folder holding a user's files."""
     target = Path(directory).absolute()
+    check_replaceable(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
@@ -79,6 +106,7 @@ def save_map(directory: str | os.PathLike, snap: MapSnapshot) -> Path:
         meta = dict(snap.meta, format_version=FORMAT_VERSION)
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1, default=_json_default))
         old = None
+        check_replaceable(target)                       # again: something may have appeared meanwhile
         if target.exists():
             old = target.with_name(f".{target.name}.old.{os.getpid()}")
             os.replace(target, old)
