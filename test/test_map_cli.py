@@ -113,3 +113,15 @@ def test_map_with_sam2_tiny_random_weights_runs_end_to_end(synth_scene, tmp_path
     assert m["tracked"] >= 1 and s["instances"] >= 1             # random weights still give a few masks
     assert m["tracked"] + sum(m["dropped"].values()) == m["proposed"]
     assert (tmp_path / "map" / "meta.json").is_file()
+
+
+def test_map_refuses_an_out_folder_holding_a_users_file_before_mapping(synth_scene, tmp_path, capsys):
+    out = tmp_path / "work"
+    out.mkdir()
+    (out / "thesis.tex").write_text("mine")
+    with pytest.raises(SystemExit) as e:
+        map_cli.main([str(synth_scene / "bag"), "--out", str(out), *COMMON])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "thesis.tex" in err and "mapping" not in err          # refused before the first frame
+    assert (out / "thesis.tex").read_text() == "mine" and sorted(p.name for p in out.iterdir()) == ["thesis.tex"]

@@ -9,11 +9,13 @@ import argparse
 import json
 import sys
 import time
+from pathlib import Path
 
 from tqdm import tqdm
 
 from camfusion_ros.cli.common import add_config_args, config_from_args, quiet_libraries, user_errors
 from camfusion_ros.core.frames import FrameError
+from camfusion_ros.core.map_store import check_replaceable
 from camfusion_ros.core.pipeline import MappingPipeline
 from camfusion_ros.core.recording import exit_on_error, inspect_recording, read_frames
 from camfusion_ros.core.segmentation import SEGMENTERS
@@ -22,6 +24,8 @@ from camfusion_ros.core.segmentation import SEGMENTERS
 def build_map(bag: str, cfg, out: str | None = None, max_frames: int | None = None,
               progress: bool = True) -> tuple[MappingPipeline, dict]:
     """Run the pipeline over a recording; returns the pipeline and a summary dict."""
+    if out:
+        check_replaceable(Path(out).absolute())      # refuse a user's folder now, not after the whole run
     info = inspect_recording(bag)
     total = min(info["topics"].get("/camera/pose", {}).get("count", 0) or 0, max_frames or 10**9) or None
     pipe = MappingPipeline(cfg)
