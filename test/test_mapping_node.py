@@ -130,7 +130,7 @@ def test_node_replayer_and_clients_in_separate_processes_match_offline(tiny_scen
     # The offline reference runs meanwhile, in its own process (the same pipeline, read_frames directly).
     offline = subprocess.Popen([python(), "-c", OFFLINE, str(bag), json.dumps(TINY)], cwd=REPO, env=env,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    node = start_node(env, write_params(tmp_path / "params.yaml"))
+    node = start_node(env, write_params(tmp_path / "params.yaml", map_root=str(tmp_path)))
     replay = None
     try:
         wait_status(env, node, lambda s: s["ready"], 120, "the node to load its models")
@@ -292,3 +292,45 @@ def test_node_maps_automatic_masks_and_reports_mask_drops(segmenter, tmp_path):
         if replay is not None:
             stop(replay)
         stop(node)
+
+
+def test_services_refuse_paths_outside_map_root_and_oversized_requests(ros_context, tmp_path):
+    """Any participant of the graph may call the services: paths are confined, sizes bounded, nothing written."""
+    from rclpy.parameter import Parameter
+
+    from camfusion_ros.nodes.mapping_node import MappingNode, _answer
+    from camfusion_ros.nodes.requests import MAX_TEXT_CHARS, MAX_VOCABULARY
+    from camfusion_ros.srv import LoadMap, QueryLabels, QueryText, SaveMap
+
+    root, outside = tmp_path / "maps", tmp_path / "home"
+    outside.mkdir()
+    (outside / "thesis.tex").write_text("mine")
+    params = [Parameter("segmenter.name", value="gt"), Parameter("vlm.pretrained", value="random"),
+              Parameter("vlm.model_name", value="PE-Core-T-16-384"), Parameter("vocabulary.names", value=["chair"]),
+              Parameter("vocabulary.cache_dir", value=""), Parameter("map_root", value=str(root))]
+    node = MappingNode(context=ros_context, parameter_overrides=params)
+    wait_ready(node)
+    try:
+        save, load = _answer(node._srv_save_map), _answer(node._srv_load_map)
+        for path in (str(outside), str(outside / "new"), "../home", str(tmp_path)):
+            r = save(SaveMap.Request(path=path), SaveMap.Response())
+            assert not r.success and "outside" in r.message, (path, r.message)
+            r = load(LoadMap.Request(path=path), LoadMap.Response())
+            assert not r.success and "outside" in r.message
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["home"] and (outside / "thesis.tex").is_file()
+        r = save(SaveMap.Request(path="run1"), SaveMap.Response())
+        assert r.success and (root / "run1" / "meta.json").is_file(), r.message
+        r = load(LoadMap.Request(path=str(root / "run1")), LoadMap.Response())
+        assert r.success, r.message
+        labels, text = _answer(node._srv_query_labels), _answer(node._srv_query_text)
+        r = labels(QueryLabels.Request(vocabulary=["x"] * (MAX_VOCABULARY + 1), top_k=1), QueryLabels.Response())
+        assert not r.success and "terms" in r.message
+        r = labels(QueryLabels.Request(vocabulary=["chair"], top_k=10**6), QueryLabels.Response())
+        assert not r.success and "top_k" in r.message
+        r = text(QueryText.Request(text="a" * (MAX_TEXT_CHARS + 1), top_k=1), QueryText.Response())
+        assert not r.success and "characters" in r.message
+        r = text(QueryText.Request(text="a chair", top_k=1), QueryText.Response())
+        assert r.success, r.message
+    finally:
+        node.shutdown()
+        node.destroy_node()

@@ -39,6 +39,7 @@ from camfusion_ros.core.config import ConfigError, MappingConfig, flatten, from_
 from camfusion_ros.core.frames import FrameError, RGBDFrame
 from camfusion_ros.core.recording import RecordingTopics
 from camfusion_ros.core.segmentation import GT_SEGMENTERS
+from camfusion_ros.nodes.requests import check_text, check_top_k, check_vocabulary, confined_path, map_root
 from camfusion_ros.msg import InstanceArray
 from camfusion_ros.nodes.conversions import (ConversionError, camera_info_to_K, cloud_to_msg, color_from_msg,
                                              depth_from_msg, instance_to_msg, instances_from_msg,
@@ -74,6 +75,8 @@ class NodeConfig:
     autosave_period_s: float = 0.0          # 0 = no autosave
     autosave_folder: str = ""               # where autosaves go (<folder>/map is the latest)
     reload_on_start: bool = False           # load <autosave_folder>/map at start when it exists
+    map_root: str = ""                      # save_map/load_map paths must lie inside ("" = autosave_folder,
+                                            # else ~/.ros/camfusion_maps)
     map_frame: str = "map"
     publish_cloud: bool = True
     log_throttle_s: float = 5.0
@@ -112,6 +115,8 @@ NODE_DESCRIPTIONS = {
     "autosave_period_s": "seconds between atomic autosaves of the map (0 = off)",
     "autosave_folder": "folder of the autosaves; <folder>/map is the latest",
     "reload_on_start": "load <autosave_folder>/map at start when it exists",
+    "map_root": "save_map/load_map requests may only touch paths inside this folder (empty: autosave_folder, "
+                "else ~/.ros/camfusion_maps); relative paths are taken from it",
     "map_frame": "frame id of everything the node publishes",
     "publish_cloud": "publish ~/cloud (PointCloud2 with instance and label fields)",
     "log_throttle_s": "at most one warning per reason this often",
@@ -461,15 +466,18 @@ class MappingNode(Node):
 
     # -- services ----------------------------------------------------------------
     def _srv_query_labels(self, req, resp):
+        vocabulary = check_vocabulary(list(req.vocabulary))
+        top_k = max(1, check_top_k(req.top_k))
         with self._plock:
-            records = self.pipeline.label_with(list(req.vocabulary) or None, max(1, int(req.top_k)))
+            records = self.pipeline.label_with(vocabulary or None, top_k)
             model = self.pipeline.model_name
         resp.instances = [instance_to_msg(r, model, self.cfg.fusion.method) for r in records]
         return f"{len(records)} instances"
 
     def _srv_query_text(self, req, resp):
+        text, top_k = check_text(req.text), check_top_k(req.top_k)
         with self._plock:
-            ranked = self.pipeline.query_text(req.text, int(req.top_k))
+            ranked = self.pipeline.query_text(text, top_k)
             by_id = {r.id: r for r in self.pipeline.instances()}
             model = self.pipeline.model_name
         resp.ids = [int(i) for i, _ in ranked]
@@ -477,12 +485,17 @@ class MappingNode(Node):
         resp.instances = [instance_to_msg(by_id[i], model, self.cfg.fusion.method) for i, _ in ranked if i in by_id]
         return f"{len(ranked)} instances ranked"
 
+    def _map_root(self) -> Path:
+        return map_root(self.ncfg.map_root, self.ncfg.autosave_folder)
+
     def _srv_save_map(self, req, resp):
+        path = confined_path(req.path, self._map_root()) if req.path else None
         with self._plock:
-            if req.path:
+            if path is not None:
                 from camfusion_ros.core.map_store import save_map
 
-                return str(save_map(req.path, self.pipeline.snapshot()))
+                path.parent.mkdir(parents=True, exist_ok=True)
+                return str(save_map(path, self.pipeline.snapshot()))
             if self.ncfg.autosave_folder:
                 return str(save_map_atomic(self.pipeline, self.ncfg.autosave_folder))
         raise ValueError("no path given and no autosave_folder configured")
@@ -490,7 +503,12 @@ class MappingNode(Node):
     def _srv_load_map(self, req, resp):
         from camfusion_ros.core.map_store import load_map
 
-        path = Path(req.path) if req.path else Path(self.ncfg.autosave_folder) / AUTOSAVE_LINK
+        if req.path:
+            path = confined_path(req.path, self._map_root())
+        elif self.ncfg.autosave_folder:
+            path = Path(self.ncfg.autosave_folder) / AUTOSAVE_LINK
+        else:
+            raise ValueError("no path given and no autosave_folder configured")
         snap = load_map(path)
         with self._plock:
             self.pipeline.load_snapshot(snap)
