@@ -5,6 +5,7 @@ received (received == processed + dropped per reason + pending) and keep its mem
 Models: GT masks, PE-Core-T with RANDOM weights (no pretrained weights on this machine).
 """
 import json
+import os
 import subprocess
 import time
 
@@ -12,7 +13,7 @@ import psutil
 import pytest
 
 from mapping_node_utils import CLIENT, accounted, node_log, start_node, wait_status, write_params
-from rostest_utils import REPO, python, ros_env, stop
+from rostest_utils import REPO, python, ros_env, start, stop
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 HOSTILE, FLOOD = 1200, 150
@@ -65,4 +66,43 @@ def test_hostile_inputs_and_a_flood_are_counted_and_survived(tmp_path):
         if attacker is not None and attacker.poll() is None:
             attacker.kill()
             attacker.communicate()
+        stop(node)
+
+
+def test_a_flood_of_hostile_service_requests_is_refused_while_mapping_goes_on(tmp_path):
+    """Issue 15: >= 500 malformed / oversized requests: node alive, RSS bounded, valid query fast, still mapping."""
+    from camfusion_ros.datasets.synth import SynthConfig, generate
+
+    env = ros_env()
+    scene = generate(tmp_path / "scene", SynthConfig(seed=3, frames=60, width=96, height=72, objects=3))
+    node = start_node(env, write_params(tmp_path / "params.yaml", map_root=str(tmp_path / "maps")))
+    replay = None
+    try:
+        wait_status(env, node, lambda s: s["ready"], 120, "the node to load its models")
+        replay = start(["-m", "camfusion_ros.nodes.replay", str(scene / "bag"), "--rate", "0.4",
+                        "--wait-for-subscribers", "30"], env)           # 15 s of frames: mapping goes on meanwhile
+        before = wait_status(env, node, lambda s: s["frames_processed"] >= 2, 120, "mapping to start")
+        proc = psutil.Process(node.pid)
+        rss0 = proc.memory_info().rss
+        flood = subprocess.Popen([python(), CLIENT, "services", "600"], env=env, cwd=REPO,
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        peak = rss0
+        deadline = time.monotonic() + 240
+        while flood.poll() is None and time.monotonic() < deadline:
+            peak = max(peak, proc.memory_info().rss)
+            time.sleep(0.2)
+        out, err = flood.communicate(timeout=30)
+        assert flood.returncode == 0, err[-2000:]
+        answers = json.loads(out.strip().splitlines()[-1])
+        assert answers["refused"] == 600 and answers["success"] == 0, answers
+        assert answers["valid_success"] and answers["valid_seconds"] < 2.0, answers
+        assert node.poll() is None, node_log(node)
+        assert peak - rss0 < 200 * 2**20, f"RSS grew by {(peak - rss0) / 2**20:.0f} MiB"
+        wait_status(env, node, lambda s: s["frames_processed"] > before["frames_processed"] + 2, 60,
+                    "mapping to go on after the flood")
+        assert not (tmp_path / "maps").exists() or not any((tmp_path / "maps").iterdir())
+        assert not os.path.exists("/etc/camfusion_test")
+    finally:
+        if replay is not None:
+            stop(replay)
         stop(node)

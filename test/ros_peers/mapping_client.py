@@ -3,6 +3,7 @@
   mapping_client.py status TIMEOUT              -> the node's ~/get_status counters
   mapping_client.py instances TIMEOUT MIN_N     -> the latest ~/instances (ids, centroids, labels)
   mapping_client.py hostile COUNT FLOOD SEED    -> publish COUNT malformed messages, then FLOOD valid frames fast
+  mapping_client.py services COUNT              -> COUNT malformed / oversized service requests, then one valid query
 """
 import json
 import math
@@ -160,6 +161,55 @@ def hostile(count: int, flood: int, seed: int) -> dict:
     return {"sent": sent, "total": sum(sent.values())}
 
 
+def service_flood(count: int) -> dict:
+    """Malformed and oversized requests round-robin over the four services, 8 in flight at most (the
+    services' default queue depth is 10: more in flight could be dropped, not answered)."""
+    from camfusion_ros.srv import LoadMap, QueryLabels, QueryText, SaveMap
+
+    rclpy.init()
+    node = rclpy.create_node("test_service_flooder")
+    clients = {name: node.create_client(t, f"{NODE}/{name}")
+               for name, t in (("query_labels", QueryLabels), ("query_text", QueryText), ("save_map", SaveMap),
+                               ("load_map", LoadMap))}
+    for c in clients.values():
+        if not c.wait_for_service(timeout_sec=30):
+            sys.exit(4)
+    bad = [("query_labels", QueryLabels.Request(vocabulary=["chair"] * 5000, top_k=1)),
+           ("query_labels", QueryLabels.Request(vocabulary=["x" * 10000], top_k=1)),
+           ("query_labels", QueryLabels.Request(vocabulary=["chair"], top_k=10**6)),
+           ("query_text", QueryText.Request(text="y" * 100000, top_k=1)),
+           ("query_text", QueryText.Request(text="", top_k=1)),
+           ("query_text", QueryText.Request(text="a chair", top_k=10**6)),
+           ("save_map", SaveMap.Request(path="/etc/camfusion_test")),
+           ("save_map", SaveMap.Request(path="../../escape")),
+           ("save_map", SaveMap.Request(path="z" * 5000)),
+           ("load_map", LoadMap.Request(path="/")),
+           ("load_map", LoadMap.Request(path="../..")),
+           ("load_map", LoadMap.Request(path="/proc/self"))]
+    pending, answers = [], {"success": 0, "refused": 0}
+    sent = 0
+    deadline = time.monotonic() + 180
+    while (sent < count or pending) and time.monotonic() < deadline:
+        while sent < count and len(pending) < 8:
+            name, req = bad[sent % len(bad)]
+            pending.append(clients[name].call_async(req))
+            sent += 1
+        rclpy.spin_once(node, timeout_sec=0.05)
+        for f in [f for f in pending if f.done()]:
+            pending.remove(f)
+            answers["success" if f.result().success else "refused"] += 1
+    answers["unanswered"] = len(pending) + count - sent
+    t0 = time.monotonic()
+    fut = clients["query_text"].call_async(QueryText.Request(text="a table", top_k=3))
+    while not fut.done() and time.monotonic() - t0 < 30:
+        rclpy.spin_once(node, timeout_sec=0.01)
+    answers["valid_seconds"] = time.monotonic() - t0
+    answers["valid_success"] = bool(fut.done() and fut.result().success)
+    node.destroy_node()
+    rclpy.shutdown()
+    return answers
+
+
 if __name__ == "__main__":
     cmd = sys.argv[1]
     if cmd == "status":
@@ -168,6 +218,8 @@ if __name__ == "__main__":
         out = instances(float(sys.argv[2]), int(sys.argv[3]))
     elif cmd == "hostile":
         out = hostile(int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]))
+    elif cmd == "services":
+        out = service_flood(int(sys.argv[2]))
     else:
         sys.exit(f"unknown command {cmd}")
     print(json.dumps(out))
