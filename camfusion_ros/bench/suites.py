@@ -70,6 +70,7 @@ def full() -> SuiteConfig:
         fusion_cpu=FusionBenchConfig(max_call_s=20.0, budget_s=600.0, min_seconds=0.3),
         memory_loop=(30, 160, 120),
         node=(50, 320, 240),
+        tracking=None,          # CPU-only and ~15 min: measured by the quick suite
     )
 
 
