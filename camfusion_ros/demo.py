@@ -43,7 +43,7 @@ def _params(scene: Path, out: Path, frames: int) -> Path:
               "vocabulary": {"names": names, "cache_dir": ""},
               "fusion": {"method": "avg", "device": "cpu"},
               "input_qos": "reliable", "input_depth": 5 * frames, "sync_buffer": 5 * frames,
-              "queue_size": frames, "fusion_period_s": 2.0}
+              "queue_size": frames, "fusion_period_s": 2.0, "map_root": str(out)}   # ~/save_map may write only here
     path = out / "params.yaml"
     path.write_text(yaml.safe_dump({"mapping_node": {"ros__parameters": params}}))
     return path
