@@ -94,6 +94,7 @@ def test_a_flood_of_hostile_service_requests_is_refused_while_mapping_goes_on(tm
         out, err = flood.communicate(timeout=30)
         assert flood.returncode == 0, err[-2000:]
         answers = json.loads(out.strip().splitlines()[-1])
+        print("service flood:", answers, f"RSS growth {(peak - rss0) / 2**20:.0f} MiB")
         assert answers["refused"] == 600 and answers["success"] == 0, answers
         assert answers["valid_success"] and answers["valid_seconds"] < 2.0, answers
         assert node.poll() is None, node_log(node)
