@@ -24,6 +24,7 @@ import collections
 from dataclasses import dataclass, field
 from typing import Protocol
 
+import cv2
 import numpy as np
 from scipy import sparse
 
@@ -64,6 +65,11 @@ class FrameMasks:
 
     def __len__(self) -> int:
         return len(self.masks)
+
+
+def disk(radius: int) -> np.ndarray:
+    """A round structuring element for growing or shrinking masks by ``radius`` pixels (OpenCV)."""
+    return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
 
 
 class PostprocessSettings(Protocol):

@@ -24,7 +24,7 @@ import cv2
 import numpy as np
 
 from camfusion_ros.core.frames import RGBDFrame
-from camfusion_ros.core.mask_postprocess import FrameMasks, MaskProposals, from_partition, postprocess
+from camfusion_ros.core.mask_postprocess import FrameMasks, MaskProposals, disk, from_partition, postprocess
 
 log = logging.getLogger(__name__)
 
@@ -102,10 +102,6 @@ class GTSegmenter:
         return from_partition(_instance_image(frame, "gt"), self.cfg.min_mask_pixels, self.cfg.max_masks)
 
 
-def _disk(r: int) -> np.ndarray:
-    return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
-
-
 def _stable_uniform(seed: int, key: int, what: str) -> float:
     """A per-instance draw that does not change from frame to frame."""
     return float(np.random.default_rng([seed, key & 0xFFFFFFFF, zlib.crc32(what.encode())]).random())
@@ -148,7 +144,7 @@ class NoisyGTSegmenter:
         for i in small:
             if _stable_uniform(n.seed, i, "join") >= n.join_fraction or rng.random() >= n.join_frame_prob:
                 continue
-            near = cv2.dilate(wholes[i].astype(np.uint8), _disk(2)).astype(bool)
+            near = cv2.dilate(wholes[i].astype(np.uint8), disk(2)).astype(bool)
             touching = [j for j in small if j != i and (near & wholes[j]).any()]
             if touching:
                 j = touching[int(rng.integers(len(touching)))]
@@ -168,7 +164,7 @@ class NoisyGTSegmenter:
         if r == 0:
             return mask
         op = cv2.dilate if r > 0 else cv2.erode
-        return op(mask.astype(np.uint8), _disk(abs(r))).astype(bool)
+        return op(mask.astype(np.uint8), disk(abs(r))).astype(bool)
 
     def _split(self, mask: np.ndarray, rng: np.random.Generator) -> list[np.ndarray]:
         """Pieces of the mask cut by lines through its centre (an object segmented into parts)."""

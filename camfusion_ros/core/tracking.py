@@ -48,7 +48,7 @@ from scipy.spatial import cKDTree
 
 from camfusion_ros.core.frames import RGBDFrame
 from camfusion_ros.core.geometry import backproject, project, transform, voxel_keys
-from camfusion_ros.core.mask_postprocess import FrameMasks
+from camfusion_ros.core.mask_postprocess import FrameMasks, disk
 
 MIN_VISIBLE = 10                                   # matched points for an instance to count as seen in a frame
 MergeGate = Callable[[int, int], Optional[bool]]   # True merge, False never, None not yet decidable
@@ -111,10 +111,6 @@ def depth_edges(depth: np.ndarray, rel: float) -> np.ndarray:
     return (hi - lo) > rel * depth
 
 
-def _disk(r: int) -> np.ndarray:
-    return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
-
-
 class InstanceTracker:
     def __init__(self, cfg: TrackerConfig | None = None):
         self.cfg = cfg or TrackerConfig()
@@ -137,9 +133,13 @@ class InstanceTracker:
         if len(masks) == 0:
             return result
         regions, region_mask = self._regions(depth, masks)
-        regions, region_mask = self._group_regions(frame, depth, regions, region_mask)
+        # back-projected once: grouping relabels regions but keeps their pixels
+        pc, rows, cols = backproject(depth, frame.K, regions >= 0, stride=cfg.pixel_stride)
+        pts = transform(pc, frame.T_world_cam).astype(np.float32)
+        regions, region_mask = self._group_regions(pts, regions[rows, cols], regions, region_mask)
         votes, mask_votes, visible = self._votes(frame, depth, regions, masks.survivors())
-        new_pts, new_keys, new_cols = self._region_points(frame, depth, regions, len(region_mask))
+        new_pts, new_keys, new_cols = self._region_points(pts, regions[rows, cols], frame.rgb[rows, cols],
+                                                          len(region_mask))
 
         assigned: dict[int, list[int]] = collections.defaultdict(list)   # instance -> regions
         created: set[int] = set()
@@ -183,7 +183,7 @@ class InstanceTracker:
         usable = (depth > 0) & ~depth_edges(depth, cfg.depth_edge_rel)
         regions = np.full(depth.shape, -1, np.int32)
         region_mask: list[int] = []
-        kernel = _disk(cfg.mask_erosion_px) if cfg.mask_erosion_px > 0 else None
+        kernel = disk(cfg.mask_erosion_px) if cfg.mask_erosion_px > 0 else None
         for m, mask in enumerate(masks.masks):
             core = mask.astype(np.uint8)
             if kernel is not None:
@@ -196,8 +196,9 @@ class InstanceTracker:
                 region_mask.extend([m] * (n - 1))
         return regions, np.asarray(region_mask, np.int64)
 
-    def _group_regions(self, frame: RGBDFrame, depth: np.ndarray, regions: np.ndarray, region_mask: np.ndarray):
-        """Regions of one mask whose 3D points come within ``merge_max_gap`` are one object.
+    def _group_regions(self, pts: np.ndarray, reg: np.ndarray, regions: np.ndarray, region_mask: np.ndarray):
+        """Regions of one mask whose 3D points (``pts``, region ``reg`` each) come within ``merge_max_gap``
+        are one object.
 
         A self-occluding edge (a chair's back over its seat) cuts a mask into
         regions that still touch in 3D; a coarse mask over two objects gives
@@ -208,8 +209,6 @@ class InstanceTracker:
         multi = [m for m, c in zip(*np.unique(region_mask, return_counts=True)) if c > 1] if n else []
         if not multi or gap <= 0:
             return regions, region_mask
-        pc, rows, cols = backproject(depth, frame.K, regions >= 0, stride=self.cfg.pixel_stride)
-        reg = regions[rows, cols]
         parent = np.arange(n)
 
         def root(i: int) -> int:
@@ -220,7 +219,7 @@ class InstanceTracker:
         for m in multi:
             sel = np.flatnonzero(np.isin(reg, np.flatnonzero(region_mask == m)))
             sel = sel[:: max(1, len(sel) // 4000)]           # bounded cost on huge masks
-            pairs = cKDTree(pc[sel]).query_pairs(gap, output_type="ndarray")
+            pairs = cKDTree(pts[sel]).query_pairs(gap, output_type="ndarray")
             ra, rb = reg[sel][pairs[:, 0]], reg[sel][pairs[:, 1]]
             for a, b in np.unique(np.stack([ra, rb], 1)[ra != rb], axis=0):
                 parent[root(b)] = root(a)
@@ -261,14 +260,9 @@ class InstanceTracker:
             out[p >> 32][p & 0xFFFFFFFF] = c
         return out
 
-    def _region_points(self, frame: RGBDFrame, depth: np.ndarray, regions: np.ndarray, n: int):
+    def _region_points(self, pts: np.ndarray, reg: np.ndarray, cols_rgb: np.ndarray, n: int):
         """Per region: world points, voxel keys and colours of the voxels no instance owns yet."""
-        s = self.cfg.pixel_stride
-        pc, rows, cols = backproject(depth, frame.K, regions >= 0, stride=s)
-        pts = transform(pc, frame.T_world_cam).astype(np.float32)
         keys = voxel_keys(pts, self.cfg.voxel_size)
-        reg = regions[rows, cols]
-        cols_rgb = frame.rgb[rows, cols]
         pos = np.searchsorted(self.keys, keys)
         owned = (pos < len(self.keys)) & (self.keys[np.minimum(pos, len(self.keys) - 1)] == keys) \
             if len(self.keys) else np.zeros(len(keys), bool)
@@ -289,7 +283,7 @@ class InstanceTracker:
         """The instance's pixels: its regions grown back by the erosion radius, within their masks."""
         core = np.isin(regions, rs)
         r = self.cfg.mask_erosion_px + 1
-        grown = cv2.dilate(core.astype(np.uint8), _disk(r)).astype(bool)
+        grown = cv2.dilate(core.astype(np.uint8), disk(r)).astype(bool)
         whole = np.zeros_like(core)
         for m in np.unique(region_mask[rs]):
             whole |= masks.masks[m]
