@@ -1,17 +1,12 @@
 """InstanceTracker: association by projection with a depth test, creation, safe merging, bounds;
 and tracking measured on synthetic scenes with exact and SAM-like (gt_noisy) masks."""
-import json
-
 import numpy as np
 import pytest
 
 from camfusion_ros.core.frames import RGBDFrame
 from camfusion_ros.core.mask_postprocess import FrameMasks
-from camfusion_ros.core.ply import read_ply
-from camfusion_ros.core.recording import read_frames
-from camfusion_ros.core.segmentation import NoiseConfig, SegmenterConfig, make_segmenter
 from camfusion_ros.core.tracking import InstanceTracker, TrackerConfig
-from camfusion_ros.eval.tracking import score_tracking, seen_points
+from camfusion_ros.eval.tracking import ERROR_KINDS, load_tracking_scene, run_tracking, score_tracker, segmenter_for
 
 H, W = 60, 80
 K = np.array([[60.0, 0, 40], [0, 60.0, 30], [0, 0, 1]])
@@ -217,9 +212,7 @@ def test_restore_rebuilds_instances_from_a_point_cloud():
 
 # -- tracking on synthetic scenes: exact masks (the ceiling) and SAM-like masks -----------------------------
 
-ERRORS_OFF = dict(border_px=0, split_fraction=0.0, join_fraction=0.0, miss_prob=0.0, spurious_per_frame=0.0)
-ONE_ERROR = {"border": {"border_px": 2}, "split": {"split_fraction": 0.5}, "join": {"join_fraction": 0.25},
-             "miss": {"miss_prob": 0.05}, "spurious": {"spurious_per_frame": 1.0}}
+ONE_ERROR = [k for k in ERROR_KINDS if k not in ("exact", "default")]
 
 
 @pytest.fixture(scope="module")
@@ -227,35 +220,23 @@ def scenes12(tmp_path_factory):
     """Two 12-object synthetic scenes (the issue's acceptance setting), with their seen GT points."""
     from camfusion_ros.datasets.synth import SynthConfig, generate
 
-    out = {}
-    for seed in (0, 1):
-        d = generate(tmp_path_factory.mktemp(f"scene12_{seed}") / "scene", SynthConfig(seed=seed, objects=12))
-        frames = list(read_frames(d / "bag"))
-        gt = read_ply(d / "gt" / "points.ply")
-        xyz = np.stack([gt["x"], gt["y"], gt["z"]], 1).astype(np.float64)
-        seen = seen_points(xyz, frames)
-        insts = json.loads((d / "gt" / "instances.json").read_text())
-        bg = {int(k) for k, v in insts.items() if v["class_name"] in ("wall", "floor", "ceiling")}
-        out[seed] = (frames, xyz[seen], gt["instance"][seen].astype(np.int64), bg)
-    return out
+    return {seed: load_tracking_scene(generate(tmp_path_factory.mktemp(f"scene12_{seed}") / "scene",
+                                               SynthConfig(seed=seed, objects=12)))
+            for seed in (0, 1)}
 
 
-def track_scene(scene, segmenter: SegmenterConfig):
-    frames, xyz, inst, bg = scene
-    seg, tr = make_segmenter(segmenter), InstanceTracker(TrackerConfig())
-    for f in frames:
-        tr.update(f, seg.segment(f))
-    pts, _, ids = tr.point_cloud()
+def track_scene(scene, kind: str, seed: int):
+    tr = run_tracking(scene.frames, segmenter_for(kind, seed), TrackerConfig())[0]
     assert len(np.unique(tr.keys)) == len(tr.keys)           # one owner per map point
-    s = score_tracking(pts, ids, xyz, inst, bg)
-    print(segmenter.name, s.as_dict())
+    s = score_tracker(tr, scene)
+    print(kind, s.as_dict())
     return s
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("seed", [0, 1])
 def test_exact_masks_recover_every_object(scenes12, seed):
-    s = track_scene(scenes12[seed], SegmenterConfig(name="gt"))
+    s = track_scene(scenes12[seed], "exact", seed)
     assert s.gt_objects == 12 and s.recall == 1.0
     assert s.fragment_rate <= 0.1 and s.spurious_rate <= 0.1
 
@@ -264,13 +245,12 @@ def test_exact_masks_recover_every_object(scenes12, seed):
 @pytest.mark.parametrize("seed", [0, 1])
 def test_sam_like_masks_at_default_strength(scenes12, seed):
     """Issue 12 acceptance: recall >= 0.9, fragments <= 10 %, spurious <= 10 % with every error on."""
-    s = track_scene(scenes12[seed], SegmenterConfig(name="gt_noisy", noise=NoiseConfig(seed=seed)))
+    s = track_scene(scenes12[seed], "default", seed)
     assert s.recall >= 0.9 and s.fragment_rate <= 0.1 and s.spurious_rate <= 0.1
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("kind", sorted(ONE_ERROR))
+@pytest.mark.parametrize("kind", ONE_ERROR)
 def test_each_error_kind_alone(scenes12, kind):
-    noise = NoiseConfig(**{**ERRORS_OFF, **ONE_ERROR[kind]})
-    s = track_scene(scenes12[0], SegmenterConfig(name="gt_noisy", noise=noise))
+    s = track_scene(scenes12[0], kind, seed=0)
     assert s.recall >= 0.9 and s.fragment_rate <= 0.1 and s.spurious_rate <= 0.1

@@ -1,8 +1,8 @@
 """How well tracking recovers the objects of a scene: recall, fragments, spurious instances.
 
 Measured on the ground-truth surface points the camera saw (a point is seen
-when it projects into some frame in front of the measured depth within
-``seen_tolerance``), so surfaces no frame showed neither help nor hurt.
+when it projects into some frame onto the measured depth within
+``tolerance``), so surfaces no frame showed neither help nor hurt.
 
 - Each seen GT point takes the instance of the nearest map point within
   ``radius`` (else none); IoU(g, m) counts seen GT points.
@@ -18,14 +18,25 @@ when it projects into some frame in front of the measured depth within
 """
 from __future__ import annotations
 
+import time
 from dataclasses import asdict, dataclass
-from typing import Iterable
+from pathlib import Path
+from typing import Iterable, Optional
 
 import numpy as np
 from scipy.spatial import cKDTree
 
 from camfusion_ros.core.frames import RGBDFrame
 from camfusion_ros.core.geometry import project
+
+# gt_noisy settings that turn every error off, and each error alone at its default strength (None = exact GT masks)
+ERRORS_OFF = dict(border_px=0, split_fraction=0.0, join_fraction=0.0, miss_prob=0.0, spurious_per_frame=0.0)
+ERROR_KINDS: dict[str, Optional[dict]] = {
+    "exact": None, "default": {},
+    "border": {**ERRORS_OFF, "border_px": 2}, "split": {**ERRORS_OFF, "split_fraction": 0.5},
+    "join": {**ERRORS_OFF, "join_fraction": 0.25}, "miss": {**ERRORS_OFF, "miss_prob": 0.05},
+    "spurious": {**ERRORS_OFF, "spurious_per_frame": 1.0},
+}
 
 
 @dataclass
@@ -108,3 +119,58 @@ def score_tracking(map_xyz: np.ndarray, map_ids: np.ndarray, gt_xyz: np.ndarray,
         recall=float(np.mean([r >= iou for r in rec])) if objects else 1.0,
         fragment_rate=fragments / n_obj if n_obj else 0.0, spurious_rate=spurious / n_obj if n_obj else 0.0,
         mean_best_iou=float(np.mean(rec)) if objects else 1.0)
+
+
+@dataclass
+class TrackingScene:
+    """A recording with its seen ground truth: what ``score_tracking`` needs."""
+    frames: list[RGBDFrame]
+    xyz: np.ndarray                  # (N, 3) seen GT points
+    instance: np.ndarray             # (N,) their GT instance ids
+    background: set[int]             # GT instance ids of the background classes (walls, floor, ceiling)
+
+
+def load_tracking_scene(recording: str | Path) -> TrackingScene:
+    """A folder with ``bag/`` and ``gt/`` (camfusion-synth, the converters) as a TrackingScene."""
+    from camfusion_ros.core.recording import read_frames
+    from camfusion_ros.eval.gt import load_gt
+
+    d = Path(recording)
+    frames = list(read_frames(d / "bag"))
+    gt = load_gt(d / "gt")
+    seen = seen_points(gt.xyz, frames)
+    background = {i for i, name in gt.instances.items() if name in set(gt.background)}
+    return TrackingScene(frames, gt.xyz[seen], gt.instance[seen], background)
+
+
+def segmenter_for(kind: str, seed: int = 0):
+    """The SegmenterConfig of an ``ERROR_KINDS`` entry, noise drawn from ``seed``."""
+    from camfusion_ros.core.segmentation import NoiseConfig, SegmenterConfig
+
+    over = ERROR_KINDS[kind]
+    if over is None:
+        return SegmenterConfig(name="gt")
+    return SegmenterConfig(name="gt_noisy", noise=NoiseConfig(seed=seed, **over))
+
+
+def run_tracking(frames: Iterable[RGBDFrame], segmenter_cfg, tracker_cfg=None):
+    """Segment + track every frame; returns (tracker, segmentation seconds, tracking seconds, proposals) per frame."""
+    from camfusion_ros.core.segmentation import make_segmenter
+    from camfusion_ros.core.tracking import InstanceTracker
+
+    seg, tr = make_segmenter(segmenter_cfg), InstanceTracker(tracker_cfg)
+    t_seg, t_track, proposals = [], [], []
+    for f in frames:
+        t0 = time.perf_counter()
+        masks = seg.segment(f)
+        t1 = time.perf_counter()
+        tr.update(f, masks)
+        t_track.append(time.perf_counter() - t1)
+        t_seg.append(t1 - t0)
+        proposals.append(masks.proposals)
+    return tr, t_seg, t_track, proposals
+
+
+def score_tracker(tracker, scene: TrackingScene) -> TrackingScores:
+    pts, _, ids = tracker.point_cloud()
+    return score_tracking(pts, ids, scene.xyz, scene.instance, scene.background)
