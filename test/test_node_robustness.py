@@ -19,25 +19,34 @@ pytestmark = [pytest.mark.ros, pytest.mark.slow]
 HOSTILE, FLOOD = 1200, 150
 
 
-def test_hostile_inputs_and_a_flood_are_counted_and_survived(tmp_path):
-    env = ros_env()
-    node = start_node(env, write_params(tmp_path / "params.yaml", queue_size=2, drop_policy="drop_oldest",
-                                        input_depth=1000, sync_buffer=10, log_throttle_s=2.0))
-    attacker = None
+def attack(env: dict, node_pid: int, args: list[str], timeout: float) -> tuple[dict, int, int]:
+    """Run the client process ``args`` against the node; its JSON line, the node's RSS before and at its peak."""
+    proc = psutil.Process(node_pid)
+    rss0 = peak = proc.memory_info().rss
+    attacker = subprocess.Popen([python(), CLIENT, *args], env=env, cwd=REPO, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
     try:
-        wait_status(env, node, lambda s: s["ready"], 120, "the node to load its models")
-        proc = psutil.Process(node.pid)
-        rss0 = proc.memory_info().rss
-        attacker = subprocess.Popen([python(), CLIENT, "hostile", str(HOSTILE), str(FLOOD), "0"], env=env, cwd=REPO,
-                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        peak = rss0
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + timeout
         while attacker.poll() is None and time.monotonic() < deadline:
             peak = max(peak, proc.memory_info().rss)
             time.sleep(0.2)
         out, err = attacker.communicate(timeout=30)
-        assert attacker.returncode == 0, err[-2000:]
-        sent = json.loads(out.strip().splitlines()[-1])
+    finally:
+        if attacker.poll() is None:
+            attacker.kill()
+            attacker.communicate()
+    assert attacker.returncode == 0, err[-2000:]
+    return json.loads(out.strip().splitlines()[-1]), rss0, max(peak, proc.memory_info().rss)
+
+
+def test_hostile_inputs_and_a_flood_are_counted_and_survived(tmp_path):
+    env = ros_env()
+    node = start_node(env, write_params(tmp_path / "params.yaml", queue_size=2, drop_policy="drop_oldest",
+                                        input_depth=1000, sync_buffer=10, log_throttle_s=2.0))
+    try:
+        wait_status(env, node, lambda s: s["ready"], 120, "the node to load its models")
+        proc = psutil.Process(node.pid)
+        sent, rss0, peak = attack(env, node.pid, ["hostile", str(HOSTILE), str(FLOOD), "0"], 120)
         assert sent["total"] == HOSTILE + FLOOD * 5
 
         s = wait_status(env, node, lambda s: s["received"] >= sent["total"] and s["pending"] <= 10 * 5 and s["queue"] == 0
@@ -63,9 +72,6 @@ def test_hostile_inputs_and_a_flood_are_counted_and_survived(tmp_path):
         assert "ids" in json.loads(q.stdout)
         assert node.poll() is None
     finally:
-        if attacker is not None and attacker.poll() is None:
-            attacker.kill()
-            attacker.communicate()
         stop(node)
 
 
@@ -82,18 +88,7 @@ def test_a_flood_of_hostile_service_requests_is_refused_while_mapping_goes_on(tm
         replay = start(["-m", "camfusion_ros.nodes.replay", str(scene / "bag"), "--rate", "0.4",
                         "--wait-for-subscribers", "30"], env)           # 15 s of frames: mapping goes on meanwhile
         before = wait_status(env, node, lambda s: s["frames_processed"] >= 2, 120, "mapping to start")
-        proc = psutil.Process(node.pid)
-        rss0 = proc.memory_info().rss
-        flood = subprocess.Popen([python(), CLIENT, "services", "600"], env=env, cwd=REPO,
-                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        peak = rss0
-        deadline = time.monotonic() + 240
-        while flood.poll() is None and time.monotonic() < deadline:
-            peak = max(peak, proc.memory_info().rss)
-            time.sleep(0.2)
-        out, err = flood.communicate(timeout=30)
-        assert flood.returncode == 0, err[-2000:]
-        answers = json.loads(out.strip().splitlines()[-1])
+        answers, rss0, peak = attack(env, node.pid, ["services", "600"], 240)
         print("service flood:", answers, f"RSS growth {(peak - rss0) / 2**20:.0f} MiB")
         assert answers["refused"] == 600 and answers["success"] == 0, answers
         assert answers["valid_success"] and answers["valid_seconds"] < 2.0, answers
