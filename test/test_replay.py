@@ -124,3 +124,54 @@ def test_loop_starts_again_at_the_end(small_bag):
     assert len(stamps) >= 12
     assert stamps[5:10] == stamps[:5]          # the second pass replays the same frames
     assert replay.returncode is not None
+
+
+FROZEN_LISTENER = """
+import sys, time, rclpy
+from rclpy.qos import QoSProfile, ReliabilityPolicy
+from geometry_msgs.msg import PoseStamped
+rclpy.init(); n = rclpy.create_node("frozen_listener")
+s = n.create_subscription(PoseStamped, "/camera/pose", lambda m: None, QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE))
+while s.get_publisher_count() == 0:
+    rclpy.spin_once(n, timeout_sec=0.1)
+print("matched", flush=True)
+while True:
+    rclpy.spin_once(n, timeout_sec=0.1)
+"""
+
+
+@pytest.mark.ros
+def test_replay_stays_until_subscribers_acknowledge(small_bag):
+    """The replay exits only once every reliable subscriber holds every message (DDS repairs a lost sample only while
+    its writer lives): with a subscriber frozen (SIGSTOP) it waits --ack-timeout and names the topic it could not
+    deliver; with a live one it does not warn."""
+    import os
+    import signal
+    import time
+
+    env = ros_env()
+    listener = start(["-c", FROZEN_LISTENER], env)
+    replay = start(["-m", "camfusion_ros.nodes.replay", str(small_bag), "--topics", "/camera/pose", "--rate", "20",
+                    "--wait-for-subscribers", "20", "--start-delay", "2", "--ack-timeout", "3"], env)
+    try:
+        assert listener.stdout.readline().strip() == "matched"
+        os.killpg(listener.pid, signal.SIGSTOP)
+        t0 = time.monotonic()
+        _, err = replay.communicate(timeout=60)
+        waited = time.monotonic() - t0
+    finally:
+        os.killpg(listener.pid, signal.SIGCONT)
+        stop(replay)
+        stop(listener)
+    assert replay.returncode == 0, err
+    assert "subscribers of /camera/pose did not acknowledge every message within 3 s" in err, err
+    assert waited >= 3.0
+
+    listener = start(["-c", FROZEN_LISTENER], env)
+    try:
+        r = subprocess.run([python(), "-m", "camfusion_ros.nodes.replay", str(small_bag), "--topics", "/camera/pose",
+                            "--rate", "20", "--wait-for-subscribers", "20", "--ack-timeout", "3"],
+                           env=env, cwd=REPO, capture_output=True, text=True, timeout=60)
+    finally:
+        stop(listener)
+    assert r.returncode == 0 and "replayed 5 messages" in r.stderr and "acknowledge" not in r.stderr, r.stderr

@@ -75,6 +75,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="wait up to S seconds until every topic has a subscriber before starting")
     p.add_argument("--start-delay", type=float, default=0.0, metavar="S", help="sleep S seconds before publishing")
     p.add_argument("--depth", type=int, default=50, help="publisher queue depth (reliable QoS)")
+    p.add_argument("--ack-timeout", type=float, default=10.0, metavar="S",
+                   help="at the end, wait up to S seconds until every subscriber acknowledged every message")
     return p
 
 
@@ -120,7 +122,7 @@ def _replay(args: argparse.Namespace) -> int:
                 sent += _play_once(reader, conns, classes, pubs, clock_pub, args.rate)
                 if not args.loop:
                     break
-            time.sleep(0.5)     # let the last reliable messages leave before the node goes away
+            _wait_for_acks(pubs, args.ack_timeout)
             print(f"replayed {sent} messages from {args.bag}", file=sys.stderr)
         finally:
             node.destroy_node()
@@ -147,6 +149,21 @@ def _wait_for_subscribers(node, pubs: dict, timeout_s: float) -> None:
         time.sleep(0.05)
     lonely = [t for t, p in pubs.items() if p.get_subscription_count() == 0]
     print(f"warning: no subscriber on {', '.join(lonely)} after {timeout_s:.0f} s; replaying anyway", file=sys.stderr)
+
+
+def _wait_for_acks(pubs: dict, timeout_s: float) -> None:
+    """Stay until the subscribers hold every message: DDS repairs a lost sample only while its writer lives.
+
+    A fixed sleep was not enough on a loaded machine: samples lost in transport are re-sent after the writer's next
+    heartbeat, which can come after the replay would have exited."""
+    from rclpy.duration import Duration
+
+    deadline = time.monotonic() + max(timeout_s, 0.0)
+    unacked = [t for t, p in pubs.items()
+               if not p.wait_for_all_acked(Duration(nanoseconds=int(max(deadline - time.monotonic(), 0.0) * 1e9)))]
+    if unacked:
+        print(f"warning: subscribers of {', '.join(unacked)} did not acknowledge every message within "
+              f"{timeout_s:.0f} s; some may be lost", file=sys.stderr)
 
 
 def _play_once(reader, conns, classes, pubs, clock_pub, rate: float) -> int:
