@@ -22,8 +22,11 @@ from typing import Sequence
 import yaml
 
 from camfusion_ros.cli_errors import report_error
+from camfusion_ros.core.output_folder import claim_outputs
 
 __all__ = ["main", "draw_topdown"]
+
+DEMO_OUTPUTS = ("scene", "params.yaml", "mapping_node.log", "map", "map_topdown.png")
 
 REAL_WEIGHTS_HELP = """\
 NOTE: these labels come from UNTRAINED (random) weights: PE-Core-T-16-384 with pretrained=random,
@@ -125,7 +128,7 @@ def _run(a: argparse.Namespace) -> int:
     from camfusion_ros.datasets.synth import SynthConfig, run
 
     t0 = time.monotonic()
-    out = Path(a.out).resolve()
+    out = claim_outputs(Path(a.out).resolve(), "camfusion-demo", DEMO_OUTPUTS)   # never over a user's files
     scene = out / "scene"
     cfg = SynthConfig() if a.frames is None else SynthConfig(frames=a.frames)
     if not (scene / "bag" / "metadata.yaml").exists() or not (scene / "gt" / "classes.json").exists():
@@ -170,11 +173,7 @@ def _run(a: argparse.Namespace) -> int:
         from camfusion_ros.nodes.query_cli import call_service
         from camfusion_ros.srv import SaveMap
 
-        map_dir = out / "map"
-        if map_dir.exists():
-            import shutil
-
-            shutil.rmtree(map_dir)
+        map_dir = out / "map"           # a map of an earlier demo run is replaced (save_map's own rule)
         resp = call_service(SaveMap, "/mapping_node/save_map", SaveMap.Request(path=str(map_dir)), 120)
         if not resp.success:
             raise RuntimeError(f"save_map failed: {resp.message}")

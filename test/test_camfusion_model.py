@@ -181,3 +181,23 @@ def test_camfusion_fuser_matches_the_model_and_batches(tmp_path):
         fuser.fuse(np.zeros((2, 3, 8), np.float32), np.ones((2, 3), bool))
     with pytest.raises(CheckpointError):
         make_fuser("camfusion", checkpoint=str(tmp_path / "missing"))
+
+
+def test_a_checkpoint_claiming_a_huge_model_or_holding_nans_is_refused(tmp_path, peak_rss_growth_mib):
+    ck = save_checkpoint(tmp_path / "ck", _model(), CFG)
+    doc = json.loads((ck / "config.json").read_text())
+    doc["model"].update(width=65536, mlp_hidden=262144, depth=64)       # ~2 TB of weights if it were built
+    (ck / "config.json").write_text(json.dumps(doc))
+    with pytest.raises(CheckpointError, match="does not match the model config: missing key"):
+        load_checkpoint(ck)
+    doc["model"]["depth"] = CFG.depth                                    # same keys, huge shapes
+    (ck / "config.json").write_text(json.dumps(doc))
+    with pytest.raises(CheckpointError, match="wrong shape"):
+        load_checkpoint(ck)
+    assert peak_rss_growth_mib() < 100
+    ck = save_checkpoint(tmp_path / "ck2", _model(), CFG)
+    sd = load_file(str(ck / "model.safetensors"))
+    sd["proj_in.bias"][0] = float("nan")
+    save_file(sd, str(ck / "model.safetensors"))
+    with pytest.raises(CheckpointError, match=r"proj_in\.bias are not finite"):
+        load_checkpoint(ck)

@@ -127,3 +127,37 @@ def test_bad_input_one_line_error(small_scene, tmp_path, capsys, extra, msg):
 def test_missing_gt_folder(tmp_path, capsys):
     assert main(["--map", str(tmp_path), "--gt", str(tmp_path / "nope")]) == 2
     assert "ground-truth folder not found" in capsys.readouterr().err
+
+
+def test_report_goes_beside_a_users_files_and_never_over_them(small_scene, tmp_path, users_files, capsys):
+    """--out pointed at a user's folder: the report is written beside their files; a report.md of theirs is
+    refused before any work and left as it was."""
+    gt = load_gt(small_scene / "gt")
+    map_dir = save_view(oracle_view(gt), tmp_path / "map")
+    args = ["--map", str(map_dir), "--gt", str(small_scene / "gt")]
+    out = tmp_path / "home"
+    intact = users_files(out)
+    assert main(args + ["--out", str(out)]) == 0
+    intact()
+    assert (out / "report.md").is_file() and (out / "metrics.json").is_file()
+    assert main(args + ["--out", str(out)]) == 0                      # its own report is replaced on a rerun
+    other = tmp_path / "other"
+    intact = users_files(other, "report.md")
+    capsys.readouterr()
+    assert main(args + ["--out", str(other)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: refusing to write camfusion-eval output") and "report.md" in err
+    intact()
+    assert not (other / "metrics.json").exists()
+
+
+def test_report_names_cover_every_file_written(small_scene, tmp_path):
+    from camfusion_ros.core.output_folder import RECORD, written_here
+    from camfusion_ros.eval.report import write_report
+
+    gt = load_gt(small_scene / "gt")
+    res = evaluate_map(oracle_view(gt), gt, EvalConfig())
+    for labels in (["map"], ["avg", "camfusion"]):
+        out = tmp_path / "-".join(labels)
+        write_report(out, {label: res for label in labels}, gt.names)
+        assert {p.name for p in out.iterdir()} - {RECORD} == set(written_here(out))

@@ -196,3 +196,38 @@ def test_corrupt_ply(tmp_path):
     (tmp_path / "m" / "points.ply").write_bytes(b"this is not a ply file\n")
     with pytest.raises(MapFileError, match=r"points\.ply"):
         load_map(tmp_path / "m")
+
+
+def test_lying_headers_wrong_dtypes_and_nans_are_refused(tmp_path, peak_rss_growth_mib):
+    import struct
+
+    save_map(tmp_path / "m", snapshot())
+    f = tmp_path / "m" / "instances.safetensors"
+    header = json.dumps({"ids": {"dtype": "I64", "shape": [10**12], "data_offsets": [0, 8 * 10**12]}}).encode()
+    f.write_bytes(struct.pack("<Q", len(header)) + header + b"\0" * 64)
+    with pytest.raises(MapFileError, match=r"instances\.safetensors is corrupt"):
+        load_map(tmp_path / "m")
+    assert peak_rss_growth_mib() < 100
+
+    def broken(**arrays):
+        snap = snapshot()
+        save_map(tmp_path / "b", snap)
+        full = {k: getattr(snap, k) for k in ("ids", "fused", "view_descriptors", "view_scores", "view_frames",
+                                              "first_seen_ns", "last_seen_ns")}
+        full["view_valid"] = snap.view_valid.astype(np.uint8)
+        full.update(arrays)
+        save_file({k: np.ascontiguousarray(v) for k, v in full.items()}, str(tmp_path / "b" / "instances.safetensors"))
+        return tmp_path / "b"
+
+    snap = snapshot()
+    nan = snap.fused.copy()
+    nan[0, 0] = np.nan
+    with pytest.raises(MapFileError, match="NaN or infinite"):
+        load_map(broken(fused=nan))
+    with pytest.raises(MapFileError, match=r"ids is float32\[3\], expected a 1-D array"):
+        load_map(broken(ids=snap.ids.astype(np.float32)))
+    with pytest.raises(MapFileError, match="disagree"):
+        load_map(broken(fused=snap.fused[:, :2].copy()))
+    (tmp_path / "b" / "meta.json").write_text("[1, 2]")
+    with pytest.raises(MapFileError, match="JSON object"):
+        load_map(tmp_path / "b")

@@ -69,3 +69,32 @@ def test_kill_9_then_reload_restores_the_last_autosave(crash_scene, tmp_path):
         assert len(saved.ids) >= before["autosave"]["instances"] > 0
     finally:
         stop(again)
+
+
+class _Snapshots:
+    """What save_map_atomic needs of a pipeline: a snapshot() of the map."""
+
+    def snapshot(self):
+        from test_map_store import snapshot
+        return snapshot()
+
+
+def test_autosave_prunes_only_its_own_snapshots_and_never_replaces_a_users_file(tmp_path, users_files):
+    from camfusion_ros.core.map_store import load_map
+    from camfusion_ros.core.output_folder import OutputFolderError
+    from camfusion_ros.nodes.mapping_node import AUTOSAVE_LINK, save_map_atomic
+
+    folder = tmp_path / "autosave"
+    saved = [save_map_atomic(_Snapshots(), folder, keep=2)]
+    # a user then keeps their own files in the autosave folder and in its snapshots/
+    intact = users_files(folder, "snapshots/notes.txt", "snapshots/12345678901234567890x/keep.txt")
+    saved += [save_map_atomic(_Snapshots(), folder, keep=2) for _ in range(3)]
+    intact()
+    left = sorted(p.name for p in (folder / "snapshots").iterdir())
+    assert left == sorted(["notes.txt", "12345678901234567890x", *(s.name for s in saved[-3:])])   # new + keep
+    assert (folder / AUTOSAVE_LINK).resolve() == saved[-1] and len(load_map(folder / AUTOSAVE_LINK).ids) == 3
+    other = tmp_path / "other"
+    intact = users_files(other, AUTOSAVE_LINK)
+    with pytest.raises(OutputFolderError, match="map already exists there"):
+        save_map_atomic(_Snapshots(), other)
+    intact()

@@ -55,3 +55,32 @@ def test_bad_inputs_raise_plyerror(tmp_path):
         write_ply(tmp_path / "bad.ply", {"x": np.zeros(3), "y": np.zeros(4)})
     with pytest.raises(PlyError):
         write_ply(tmp_path / "bad.ply", {})
+
+
+@pytest.mark.parametrize("header, body", [
+    (b"format binary_little_endian 1.0\nelement vertex 1000000000000\nproperty float x\nproperty float y\n"
+     b"property float z\n", b"\0" * 120),
+    (b"format ascii 1.0\nelement vertex 1000000000000\nproperty float x\nproperty float y\nproperty float z\n",
+     b"0 0 0\n1 1 1\n"),
+    # face lists are object arrays that plyfile fills at once: 10^9 of them would take ~8 GiB
+    (b"format binary_little_endian 1.0\nelement vertex 3\nproperty float x\nproperty float y\nproperty float z\n"
+     b"element face 1000000000\nproperty list uchar int vertex_indices\n", b"\0" * 36 + b"\x03" + b"\0" * 12),
+])
+def test_a_header_claiming_more_rows_than_the_file_holds_is_refused_before_allocating(tmp_path, header, body,
+                                                                                         peak_rss_growth_mib):
+    p = tmp_path / "lie.ply"
+    p.write_bytes(b"ply\n" + header + b"end_header\n" + body)
+    with pytest.raises(PlyError, match="the header claims 1000000000(000)? '(vertex|face)' rows .* truncated or corrupt"):
+        read_ply(p, faces=b"face" in header)
+    assert peak_rss_growth_mib() < 100
+
+
+def test_the_size_check_accepts_exact_files(tmp_path):
+    """Binary and ASCII files exactly as long as their headers say still load (the check is a lower bound)."""
+    f = _fields(7)
+    write_ply(tmp_path / "b.ply", f)
+    assert len(read_ply(tmp_path / "b.ply")["x"]) == 7
+    p = tmp_path / "a.ply"
+    p.write_bytes(b"ply\nformat ascii 1.0\nelement vertex 2\nproperty float x\nproperty uchar red\nend_header\n"
+                  b"0 1\n2 3\n")
+    assert read_ply(p)["red"].tolist() == [1, 3]

@@ -80,6 +80,34 @@ def test_shards_round_trip_and_merge_class_vocabularies(tmp_path):
         load_split(tmp_path)
 
 
+def test_hostile_shards_are_refused_with_one_clear_error(tmp_path):
+    """NaN descriptors, wrong dtypes, class ids beyond the names and mismatched visibilities never reach training."""
+    from safetensors import safe_open
+    from safetensors.numpy import save_file
+
+    rng = np.random.default_rng(0)
+    good = write_shard(tmp_path / "good.safetensors", [0, 1], rng.normal(size=(2, 3, 4)), np.ones((2, 3), bool),
+                       np.ones((2, 3)), ["chair", "table"], "m")
+    with safe_open(str(good), framework="numpy") as f:
+        meta, arrays = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}
+
+    def variant(**change):
+        p = tmp_path / "bad.safetensors"
+        save_file({**arrays, **change}, str(p), metadata=meta)
+        return p
+
+    nan = arrays["descriptors"].copy()
+    nan[1, 2, 0] = np.nan
+    with pytest.raises(ShardError, match="NaN or infinite"):
+        read_shard(variant(descriptors=nan))
+    with pytest.raises(ShardError, match="wrong dtypes"):
+        read_shard(variant(descriptors=arrays["descriptors"].astype(np.int32)))
+    with pytest.raises(ShardError, match="outside its 2 class names"):
+        read_shard(variant(class_ids=np.array([0, 5], np.int64)))
+    with pytest.raises(ShardError, match="inconsistent tensor shapes"):
+        read_shard(variant(visibility=np.ones((2, 2), np.float32)))
+
+
 def test_inverse_class_frequency_sampling_and_view_split():
     rng = np.random.default_rng(0)
     cls = np.array([0] * 90 + [1] * 10)
@@ -193,3 +221,40 @@ def test_eval_fusion_cli_prints_json_for_all_fusers(tmp_path, capsys):
         assert 0 <= res[name]["top1"] <= res[name]["top5"] <= 1
     assert eval_fusion.main(["--checkpoint", str(tmp_path / "nope"), "--data", str(tmp_path / "data")]) == 2
     assert capsys.readouterr().err.startswith("error: checkpoint not found")
+
+
+def test_train_writes_beside_a_users_files_and_never_over_them(tmp_path, users_files, capsys):
+    cfg = tmp_path / "t.yaml"
+    doc = json.loads(json.dumps(TINY))
+    doc["data"]["root"] = str(tmp_path / "data")
+    doc["max_steps"] = 2
+    cfg.write_text(yaml.safe_dump(doc))
+    run = tmp_path / "home"
+    intact = users_files(run)
+    assert train_mod.main(["--config", str(cfg), "--out", str(run), "--no-progress"]) == 0
+    intact()
+    assert (run / "final" / "model.safetensors").is_file() and (run / "metrics.jsonl").is_file()
+    assert train_mod.main(["--config", str(cfg), "--out", str(run), "--no-progress"]) == 0   # its own run again
+    intact()
+    other = tmp_path / "other"
+    intact = users_files(other, "metrics.jsonl")
+    capsys.readouterr()
+    assert train_mod.main(["--config", str(cfg), "--out", str(other), "--no-progress"]) == 2
+    assert "metrics.jsonl already exists there" in capsys.readouterr().err
+    intact()
+
+
+def test_a_checkpoint_never_replaces_a_users_folder(tmp_path, users_files):
+    from camfusion_ros.core.camfusion.checkpoint import CheckpointError, save_checkpoint
+    from camfusion_ros.core.camfusion.model import CamFusionConfig, build_camfusion
+
+    model = build_camfusion(CamFusionConfig(**TINY["model"]))
+    target = tmp_path / "ckpt"
+    intact = users_files(target)
+    with pytest.raises(CheckpointError, match="important.txt"):
+        save_checkpoint(target, model)
+    intact()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]       # no temp folder left behind
+    save_checkpoint(tmp_path / "mine", model)
+    save_checkpoint(tmp_path / "mine", model)                            # its own checkpoint is replaced
+    assert load_checkpoint(tmp_path / "mine")[1].width == 32

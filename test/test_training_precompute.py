@@ -58,3 +58,17 @@ def test_precompute_errors_are_one_line(tmp_path, capsys):
     assert main([str(tmp_path / "missing"), "--out", str(tmp_path / "o"), *ARGS]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1
+
+
+def test_shards_go_beside_a_users_files_and_never_over_them(recording, tmp_path, users_files, capsys):
+    out = tmp_path / "home"
+    intact = users_files(out)
+    assert main([str(recording), "--out", str(out), "--max-frames", "1", *ARGS]) == 0
+    intact()
+    assert (out / "train" / "scene0.safetensors").is_file()
+    other = tmp_path / "other"
+    intact = users_files(other, "train/scene0.safetensors")
+    capsys.readouterr()
+    assert main([str(recording), "--out", str(other), "--max-frames", "1", *ARGS]) == 2
+    assert "train already exists there and was not written" in capsys.readouterr().err
+    intact()

@@ -5,9 +5,10 @@ import argparse
 import json
 import sys
 import time
+from pathlib import Path
 
 from camfusion_ros.cli.common import add_config_args, config_from_args, quiet_libraries, user_errors
-from camfusion_ros.core.map_store import load_map
+from camfusion_ros.core.map_store import check_replaceable, load_map
 from camfusion_ros.core.pipeline import MappingPipeline
 from camfusion_ros.core.recording import exit_on_error
 
@@ -15,6 +16,7 @@ from camfusion_ros.core.recording import exit_on_error
 def relabel(map_dir: str, cfg, out: str | None = None) -> tuple[MappingPipeline, dict]:
     """Every instance re-fused with cfg's fusion and re-labelled with cfg's vocabulary."""
     t0 = time.perf_counter()
+    check_replaceable(Path(out or map_dir))          # before the work: never over a user's files
     snap = load_map(map_dir)
     pipe = MappingPipeline(cfg)
     pipe.load_snapshot(snap)

@@ -24,6 +24,7 @@ import numpy as np
 from safetensors import SafetensorError
 from safetensors.numpy import load_file, save_file
 
+from camfusion_ros.core.output_folder import check_replaceable_folder, swap_in
 from camfusion_ros.core.ply import PlyError, read_ply, write_ply
 
 FORMAT_VERSION = 1
@@ -64,23 +65,7 @@ MAP_FILES = frozenset({"points.ply", "instances.safetensors", "meta.json"})
 
 def check_replaceable(target: Path) -> None:
     """Raise MapFileError unless ``target`` is absent, an empty folder, or a map save_map wrote."""
-    if not os.path.lexists(target):
-        return
-    if target.is_symlink() or not target.is_dir():
-        raise MapFileError(f"refusing to write a map to {target}: it exists and is not a map folder")
-    names = {p.name for p in target.iterdir()}
-    foreign = sorted(names - MAP_FILES)
-    if foreign:
-        raise MapFileError(f"refusing to replace {target}: it holds files this package did not write "
-                           f"({', '.join(foreign[:5])}{', ...' if len(foreign) > 5 else ''}); "
-                           "choose a new or empty folder")
-    if names:
-        try:
-            fmt = json.loads((target / "meta.json").read_text()).get("format_version")
-        except (OSError, ValueError, AttributeError):
-            fmt = None
-        if fmt is None:
-            raise MapFileError(f"refusing to replace {target}: its meta.json is not one save_map wrote")
+    check_replaceable_folder(target, MAP_FILES, "meta.json", "format_version", "map", MapFileError)
 
 
 def save_map(directory: str | os.PathLike, snap: MapSnapshot) -> Path:
@@ -105,14 +90,8 @@ def save_map(directory: str | os.PathLike, snap: MapSnapshot) -> Path:
                   metadata={"format_version": str(FORMAT_VERSION)})
         meta = dict(snap.meta, format_version=FORMAT_VERSION)
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1, default=_json_default))
-        old = None
         check_replaceable(target)                       # again: something may have appeared meanwhile
-        if target.exists():
-            old = target.with_name(f".{target.name}.old.{os.getpid()}")
-            os.replace(target, old)
-        os.replace(tmp, target)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        swap_in(tmp, target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -144,9 +123,12 @@ def load_map(directory: str | os.PathLike) -> MapSnapshot:
     for k in ("x", "y", "z", "red", "green", "blue", "instance"):
         if k not in ply:
             raise MapFileError(f"{d / 'points.ply'} lacks the vertex property {k!r}")
-    n = len(arr["ids"])
-    if any(len(arr[k]) != n for k in ARRAYS):
-        raise MapFileError(f"{d / 'instances.safetensors'}: arrays disagree on the number of instances")
+    if not isinstance(meta, dict):
+        raise MapFileError(f"{d / 'meta.json'} must hold a JSON object")
+    _check_arrays(arr, d / "instances.safetensors")
+    xyz = np.stack([ply["x"], ply["y"], ply["z"]], 1)
+    if not np.isfinite(xyz).all():
+        raise MapFileError(f"{d / 'points.ply'}: point coordinates are not all finite")
     return MapSnapshot(
         points=np.stack([ply["x"], ply["y"], ply["z"]], 1).astype(np.float32),
         colors=np.stack([ply["red"], ply["green"], ply["blue"]], 1).astype(np.uint8),
@@ -154,6 +136,26 @@ def load_map(directory: str | os.PathLike) -> MapSnapshot:
         ids=arr["ids"], fused=arr["fused"], view_descriptors=arr["view_descriptors"],
         view_valid=arr["view_valid"].astype(bool), view_scores=arr["view_scores"], view_frames=arr["view_frames"],
         first_seen_ns=arr["first_seen_ns"], last_seen_ns=arr["last_seen_ns"], meta=meta)
+
+
+# name -> (dtype kinds accepted, number of dimensions); the shapes must agree on N instances, K views, D dims.
+_LAYOUT = {"ids": ("iu", 1), "fused": ("f", 2), "view_descriptors": ("f", 3), "view_valid": ("biu", 2),
+           "view_scores": ("f", 2), "view_frames": ("iu", 2), "first_seen_ns": ("iu", 1), "last_seen_ns": ("iu", 1)}
+
+
+def _check_arrays(arr: dict[str, np.ndarray], path: Path) -> None:
+    """Wrong dtypes, disagreeing shapes and NaN embeddings are refused here, not deep inside fusion or a query."""
+    for k, (kinds, ndim) in _LAYOUT.items():
+        if arr[k].dtype.kind not in kinds or arr[k].ndim != ndim:
+            raise MapFileError(f"{path}: {k} is {arr[k].dtype}{list(arr[k].shape)}, expected a {ndim}-D array "
+                               f"of kind {kinds!r}")
+    n, k_views, dim = arr["view_descriptors"].shape
+    if any(len(arr[k]) != n for k in ARRAYS) or arr["fused"].shape[1] != dim or any(
+            arr[k].shape[1] != k_views for k in ("view_valid", "view_scores", "view_frames")):
+        raise MapFileError(f"{path}: arrays disagree on the number of instances, views or dimensions")
+    valid = arr["view_valid"].astype(bool)
+    if not np.isfinite(arr["fused"]).all() or not np.isfinite(arr["view_descriptors"][valid]).all():
+        raise MapFileError(f"{path}: embeddings hold NaN or infinite values")
 
 
 def _json_default(o):

@@ -54,6 +54,7 @@ def read_ply(path: str | Path, faces: bool = False) -> dict[str, np.ndarray]:
     path = Path(path)
     if not path.is_file():
         raise PlyError(f"PLY file not found: {path}")
+    check_header_fits(path)
     try:
         ply = _read(path, faces)
         if "vertex" not in ply:
@@ -68,6 +69,45 @@ def read_ply(path: str | Path, faces: bool = False) -> dict[str, np.ndarray]:
     except Exception as exc:  # plyfile raises many types for damaged files
         raise PlyError(f"cannot read PLY {path}: {type(exc).__name__}: {exc}") from None
     return out
+
+
+_SIZES = {"char": 1, "uchar": 1, "int8": 1, "uint8": 1, "short": 2, "ushort": 2, "int16": 2, "uint16": 2,
+          "int": 4, "uint": 4, "int32": 4, "uint32": 4, "float": 4, "float32": 4, "double": 8, "float64": 8}
+MAX_HEADER_BYTES = 1 << 16
+
+
+def check_header_fits(path: Path) -> None:
+    """Refuse a header whose element counts cannot fit in the file, before anything is allocated.
+
+    plyfile sizes its arrays from the header's counts, so a damaged or hostile header claiming 10^9 rows would
+    allocate gigabytes (object arrays for face lists are filled at once) before finding the end of the file. Each
+    row needs at least its fixed binary size (a list: its count field), or two characters per value in ASCII."""
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(MAX_HEADER_BYTES)
+    end = head.find(b"end_header")
+    if not head.startswith(b"ply") or end < 0:
+        return                                   # not a PLY header we can read: plyfile's own error says why
+    body = size - (head.index(b"\n", end) + 1 if b"\n" in head[end:] else size)
+    ascii_ = False
+    need, rows, per_row, name = 0, 0, 0, ""
+    for line in head[:end].decode("ascii", "replace").splitlines():
+        words = line.split()
+        if words[:1] == ["format"]:
+            ascii_ = words[1:2] == ["ascii"]
+        elif words[:1] == ["element"] and len(words) == 3 and words[2].isdigit():
+            need += rows * per_row
+            name, rows, per_row = words[1], int(words[2]), 0
+        elif words[:2] == ["property", "list"] and len(words) >= 5:
+            per_row += 2 if ascii_ else _SIZES.get(words[2], 1)
+        elif words[:1] == ["property"] and len(words) >= 3:
+            per_row += 2 if ascii_ else _SIZES.get(words[1], 1)
+        if rows * per_row > body or need > body:
+            raise PlyError(f"{path}: the header claims {rows} '{name}' rows (at least {rows * per_row} bytes) but "
+                           f"the file holds {body} bytes after it: truncated or corrupt")
+    if need + rows * per_row > body:
+        raise PlyError(f"{path}: the header's elements need at least {need + rows * per_row} bytes but the file "
+                       f"holds {body} after it: truncated or corrupt")
 
 
 def _read(path: Path, faces: bool) -> PlyData:

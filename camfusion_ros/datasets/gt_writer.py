@@ -13,7 +13,9 @@ import numpy as np
 
 from camfusion_ros.core.ply import write_ply
 
-__all__ = ["write_gt"]
+__all__ = ["RECORDING_ENTRIES", "write_gt"]
+
+RECORDING_ENTRIES = ("bag", "gt")   # what synth and the converters write in their --out folder
 
 
 def write_gt(gt_dir: str | Path, xyz: np.ndarray, rgb: np.ndarray, instance: np.ndarray, label: np.ndarray,

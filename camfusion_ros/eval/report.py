@@ -12,6 +12,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from camfusion_ros.core.output_folder import claim_outputs  # noqa: E402
+
 SEM_KEYS = ("mIoU", "mAcc", "fIoU", "fAcc")
 AP_KEYS = ("AP", "AP50", "AP25")
 SPLITS = ("head", "common", "tail")
@@ -148,13 +150,19 @@ def plot_summary(results: Mapping[str, dict], path: Path) -> Path:
     return path
 
 
+def report_names(labels: list[str]) -> list[str]:
+    """The files write_report puts in its folder for these run labels (claimed before anything is written)."""
+    confusion = ["confusion.png"] if len(labels) == 1 else [f"confusion_{label}.png" for label in labels]
+    return ["per_class_iou.png", "splits.png", *confusion, *(["summary.png"] if len(labels) > 1 else []),
+            "metrics.json", "report.md"]
+
+
 def write_report(out_dir: str | Path, results: Mapping[str, dict], names: list[str],
                  info: Mapping[str, object] | None = None) -> dict[str, Path]:
     """metrics.json + report.md + PNGs; ``results`` maps a run label (e.g. a fusion) to ``evaluate_map`` output."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     if not results:
         raise ValueError("no results to report")
+    out = claim_outputs(out_dir, "camfusion-eval", report_names(list(results)))
     files: dict[str, Path] = {}
     files["per_class_iou"] = plot_per_class(results, names, out / "per_class_iou.png")
     files["splits"] = plot_splits(results, out / "splits.png")

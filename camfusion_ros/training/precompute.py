@@ -176,6 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
     from camfusion_ros.core.descriptors import DescriptorConfig, DescriptorError, make_extractor
+    from camfusion_ros.core.output_folder import OutputFolderError, claim_outputs
     from camfusion_ros.core.recording import RecordingError
     from camfusion_ros.core.vlm import VLMConfig, VLMError, load_vlm
     from camfusion_ros.core.vocabulary import VocabularyError
@@ -183,6 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.augment_copies < 0 or args.max_views < 1 or args.frame_stride < 1:
             raise PrecomputeError("--augment-copies must be >= 0, --max-views and --frame-stride >= 1")
+        claim_outputs(args.out, "camfusion-precompute", [args.split, TEXT_FILE])
         vlm = load_vlm(VLMConfig(model_name=args.model, pretrained=args.pretrained, device=args.device))
         extractor = make_extractor(DescriptorConfig(method=args.method, tiling=not args.no_tiling), vlm)
         model_name = f"{args.model}:{args.pretrained}:{args.method}"
@@ -195,13 +197,15 @@ def main(argv: list[str] | None = None) -> int:
             )
             d = res["descriptors"].astype(np.float16) if args.fp16 else res["descriptors"]
             name = rec.name if rec.name not in ("bag", "") else rec.parent.name
+            claim_outputs(args.out / args.split, "camfusion-precompute", [f"{name}.safetensors"])
             out = write_shard(args.out / args.split / f"{name}.safetensors", res["class_ids"], d, res["view_valid"],
                               res["visibility"], res["class_names"], model_name)
             all_names += res["class_names"]
             print(json.dumps({"recording": str(rec), "shard": str(out), "instances": len(res["class_ids"]),
                               "views": int(res["view_valid"].sum())}))
         update_text_embeddings(args.out, all_names, vlm, model_name)
-    except (PrecomputeError, ShardError, RecordingError, VLMError, DescriptorError, VocabularyError) as e:
+    except (PrecomputeError, ShardError, RecordingError, VLMError, DescriptorError, VocabularyError,
+            OutputFolderError) as e:
         return report_error(e)
     return 0
 

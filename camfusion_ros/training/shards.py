@@ -105,8 +105,18 @@ def read_shard(path: str | os.PathLike) -> DescriptorSet:
     except (SafetensorError, OSError, KeyError, json.JSONDecodeError) as e:
         raise ShardError(f"corrupt shard {path}: {e}") from None
     d = t["descriptors"]
-    if d.ndim != 3 or t["view_valid"].shape != d.shape[:2] or t["class_ids"].shape != d.shape[:1]:
+    if d.ndim != 3 or t["view_valid"].shape != d.shape[:2] or t["class_ids"].shape != d.shape[:1] \
+            or t["visibility"].shape != d.shape[:2]:
         raise ShardError(f"inconsistent tensor shapes in {path}")
+    if d.dtype.kind != "f" or t["class_ids"].dtype.kind not in "iu" or t["visibility"].dtype.kind != "f":
+        raise ShardError(f"wrong dtypes in {path}: descriptors {d.dtype}, class_ids {t['class_ids'].dtype}, "
+                         f"visibility {t['visibility'].dtype}")
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise ShardError(f"corrupt shard {path}: class_names is not a list of strings")
+    if len(t["class_ids"]) and (t["class_ids"].min() < 0 or t["class_ids"].max() >= len(names)):
+        raise ShardError(f"class ids in {path} fall outside its {len(names)} class names")
+    if not np.isfinite(d[t["view_valid"].astype(bool)]).all() or not np.isfinite(t["visibility"]).all():
+        raise ShardError(f"{path}: descriptors or visibilities hold NaN or infinite values")
     return DescriptorSet(
         t["class_ids"].astype(np.int64), d, t["view_valid"].astype(bool), t["visibility"].astype(np.float32),
         list(names), meta.get("model", ""),
@@ -176,8 +186,10 @@ def read_text_embeddings(path: str | os.PathLike) -> tuple[list[str], np.ndarray
         names = json.loads(meta["class_names"])
     except (SafetensorError, OSError, KeyError, json.JSONDecodeError) as e:
         raise ShardError(f"corrupt text embeddings {path}: {e}") from None
-    if emb.ndim != 2 or emb.shape[0] != len(names):
+    if emb.ndim != 2 or not isinstance(names, list) or emb.shape[0] != len(names):
         raise ShardError(f"text embeddings in {path} do not match their class names")
+    if not np.isfinite(emb).all():
+        raise ShardError(f"text embeddings in {path} hold NaN or infinite values")
     return names, emb
 
 

@@ -12,7 +12,9 @@ import argparse
 import json
 import math
 import os
+import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -27,6 +29,7 @@ from camfusion_ros.cli_errors import report_error
 from camfusion_ros.core.camfusion.checkpoint import CheckpointError, save_checkpoint
 from camfusion_ros.core.camfusion.model import CamFusion, ModelBuildError, build_camfusion
 from camfusion_ros.core.fusion import make_fuser
+from camfusion_ros.core.output_folder import OutputFolderError, check_replaceable_folder, claim_outputs, swap_in
 from camfusion_ros.training.config import ConfigError, TrainConfig, load_config, to_dict
 from camfusion_ros.training.losses import CamFusionLoss
 from camfusion_ros.training.sampler import InstanceSampler, best_views
@@ -34,6 +37,8 @@ from camfusion_ros.training.shards import ShardError, find_text_embeddings, load
 from camfusion_ros.training.synthetic import ensure_synthetic
 
 STATE_FORMAT = "camfusion-train-state/1"
+STATE_FILES = frozenset({"state.json", "state.safetensors"})
+RUN_FILES = ("checkpoint", "metrics.jsonl", "final", "metrics.png")   # what a run writes in its folder
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
@@ -75,24 +80,16 @@ def save_state(path: Path, trainee: Trainee, opt: torch.optim.Optimizer, step: i
         "format": STATE_FORMAT, "step": step, "config": to_dict(cfg), "param_groups": sd["param_groups"],
         "optim_scalars": scalars, "extra": extra,
     }
+    check_replaceable_folder(path, STATE_FILES, "state.json", "format", "training state", CheckpointError)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.mkdir(exist_ok=True)
-    save_file(tensors, str(tmp / "state.safetensors"))
-    (tmp / "state.json").write_text(json.dumps(doc, indent=1))
-    if path.exists():
-        old = path.with_name(f".{path.name}.old")
-        if old.exists():
-            for f in old.iterdir():
-                f.unlink()
-            old.rmdir()
-        os.replace(path, old)
-        os.replace(tmp, path)
-        for f in old.iterdir():
-            f.unlink()
-        old.rmdir()
-    else:
-        os.replace(tmp, path)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        save_file(tensors, str(tmp / "state.safetensors"))
+        (tmp / "state.json").write_text(json.dumps(doc, indent=1))
+        swap_in(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 def load_state(path: Path, trainee: Trainee, opt: torch.optim.Optimizer) -> dict:
@@ -202,7 +199,7 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False, stop_at_step:
     try:
         root = Path(cfg.data.root)
         if rank == 0:
-            out.mkdir(parents=True, exist_ok=True)
+            claim_outputs(out, "camfusion-train", RUN_FILES)
             if cfg.data.synthetic is not None:
                 ensure_synthetic(root, cfg.data.synthetic)
         if distributed:
@@ -342,7 +339,7 @@ def main(argv: list[str] | None = None) -> int:
             cfg.max_steps = args.max_steps
         out = Path(args.out) if args.out else Path("out/runs") / Path(args.config).stem
         res = train(cfg, out, resume=args.resume, progress=not args.no_progress)
-    except (ConfigError, ShardError, CheckpointError) as e:
+    except (ConfigError, ShardError, CheckpointError, OutputFolderError) as e:
         return report_error(e)
     if int(os.environ.get("RANK", "0")) == 0:
         print(json.dumps({"run": str(out), **res}))

@@ -7,14 +7,17 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
-from camfusion_ros.core.camfusion.model import CamFusion, CamFusionConfig, ModelBuildError, build_camfusion
+from camfusion_ros.core.output_folder import check_replaceable_folder, swap_in
+from camfusion_ros.core.camfusion.model import (CamFusion, CamFusionConfig, ModelBuildError, build_camfusion,
+                                               check_state_shapes)
 
 FORMAT = "camfusion-checkpoint/1"
 WEIGHTS = "model.safetensors"
@@ -33,6 +36,7 @@ def _dir(path: str | os.PathLike) -> Path:
 def save_checkpoint(path: str | os.PathLike, model: CamFusion, cfg: CamFusionConfig | None = None, extra: dict | None = None) -> Path:
     """Write the directory atomically (a crash leaves the previous checkpoint intact)."""
     out = _dir(path)
+    check_replaceable(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     cfg = cfg or model.cfg
     model = getattr(model, "module", model)  # unwrap DDP
@@ -40,26 +44,22 @@ def save_checkpoint(path: str | os.PathLike, model: CamFusion, cfg: CamFusionCon
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; a checkpoint is a normal user file
-    state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
-    save_file(state, str(tmp / WEIGHTS), metadata={"format": FORMAT})
-    (tmp / CONFIG).write_text(json.dumps({"format": FORMAT, "model": cfg.to_dict(), "extra": extra or {}}, indent=2))
-    os.chmod(tmp / WEIGHTS, 0o666 & ~umask)
-    if out.exists():
-        old = out.with_name(f".{out.name}.old")
-        if old.exists():
-            _rmtree(old)
-        os.replace(out, old)
-        os.replace(tmp, out)
-        _rmtree(old)
-    else:
-        os.replace(tmp, out)
+    try:
+        state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+        save_file(state, str(tmp / WEIGHTS), metadata={"format": FORMAT})
+        (tmp / CONFIG).write_text(json.dumps({"format": FORMAT, "model": cfg.to_dict(), "extra": extra or {}}, indent=2))
+        os.chmod(tmp / WEIGHTS, 0o666 & ~umask)
+        check_replaceable(out)                 # again: something may have appeared meanwhile
+        swap_in(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     return out
 
 
-def _rmtree(p: Path) -> None:
-    for f in p.iterdir():
-        f.unlink()
-    p.rmdir()
+def check_replaceable(path: str | os.PathLike) -> None:
+    """Raise CheckpointError unless ``path`` is absent, empty, or a checkpoint save_checkpoint wrote."""
+    check_replaceable_folder(_dir(path), {WEIGHTS, CONFIG}, CONFIG, "format", "checkpoint", CheckpointError)
 
 
 def read_config(path: str | os.PathLike) -> tuple[CamFusionConfig, dict]:
@@ -90,11 +90,16 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
     if not w.is_file():
         raise CheckpointError(f"checkpoint weights not found: {w}")
     try:
+        with safe_open(str(w), framework="pt") as f:       # the header only: shapes before any allocation
+            shapes = {k: f.get_slice(k).get_shape() for k in f.keys()}
+        check_state_shapes(cfg, shapes)
         state = load_file(str(w))
-    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
-        raise CheckpointError(f"corrupt checkpoint weights {w}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
-    try:
-        model = build_camfusion(cfg, state, strict=True)
     except ModelBuildError as e:
         raise CheckpointError(f"{w}: {e}") from None
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        raise CheckpointError(f"corrupt checkpoint weights {w}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+    bad = [k for k, v in state.items() if not v.is_floating_point() or not bool(torch.isfinite(v).all())]
+    if bad:
+        raise CheckpointError(f"{w}: tensor(s) {', '.join(bad[:5])} are not finite floating-point weights")
+    model = build_camfusion(cfg, state, strict=True)
     return model.to(device).eval(), cfg

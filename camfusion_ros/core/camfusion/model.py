@@ -12,6 +12,7 @@ gets a zero attention output instead of NaN, so such instances still work.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
+from typing import Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -146,14 +147,15 @@ class CamFusion(nn.Module):
         return F.normalize(fused, dim=-1)  # an instance without views stays a zero row
 
 
-def build_camfusion(cfg: CamFusionConfig, state_dict: dict | None = None, strict: bool = True) -> CamFusion:
-    """The one way to make a model: fresh, or from a state dict that must match exactly when ``strict``."""
-    model = CamFusion(cfg)
-    if state_dict is None:
-        return model
-    own = model.state_dict()
-    missing = sorted(set(own) - set(state_dict))
-    unexpected = sorted(set(state_dict) - set(own))
+def check_state_shapes(cfg: CamFusionConfig, shapes: Mapping[str, Sequence[int]], strict: bool = True) -> None:
+    """Raise ModelBuildError unless the tensors named in ``shapes`` fit the model ``cfg`` describes.
+
+    The model is built on the meta device (no memory), so a config claiming a huge model is refused before
+    anything is allocated."""
+    with torch.device("meta"):
+        own = {k: tuple(v.shape) for k, v in CamFusion(cfg).state_dict().items()}
+    missing = sorted(set(own) - set(shapes))
+    unexpected = sorted(set(shapes) - set(own))
     if strict and (missing or unexpected):
         parts = []
         if missing:
@@ -161,10 +163,17 @@ def build_camfusion(cfg: CamFusionConfig, state_dict: dict | None = None, strict
         if unexpected:
             parts.append(f"unexpected key(s) {', '.join(unexpected[:5])}{' ...' if len(unexpected) > 5 else ''}")
         raise ModelBuildError("state dict does not match the model config: " + "; ".join(parts))
-    for name, tensor in state_dict.items():
-        if name in own and tuple(own[name].shape) != tuple(tensor.shape):
+    for name, shape in shapes.items():
+        if name in own and tuple(own[name]) != tuple(shape):
             raise ModelBuildError(
-                f"wrong shape for {name}: checkpoint has {tuple(tensor.shape)}, config expects {tuple(own[name].shape)}"
-            )
-    model.load_state_dict(state_dict, strict=strict)
+                f"wrong shape for {name}: checkpoint has {tuple(shape)}, config expects {tuple(own[name])}")
+
+
+def build_camfusion(cfg: CamFusionConfig, state_dict: dict | None = None, strict: bool = True) -> CamFusion:
+    """The one way to make a model: fresh, or from a state dict that must match exactly when ``strict``."""
+    if state_dict is not None:
+        check_state_shapes(cfg, {k: tuple(v.shape) for k, v in state_dict.items()}, strict)
+    model = CamFusion(cfg)
+    if state_dict is not None:
+        model.load_state_dict(state_dict, strict=strict)
     return model
