@@ -72,6 +72,8 @@ def test_query_text_ranks_every_fused_instance(pipe):
     assert scores == sorted(scores, reverse=True)
     assert len(pipe.query_text("a lamp", top_k=2)) == 2
     assert pipe.query_text("   ") == []
+    # the node encodes the text outside the map's lock and passes the embedding in: same ranking
+    assert pipe.query_text("a lamp", 0, pipe.encode_query("a lamp")) == ranked
 
 
 def test_label_with_another_vocabulary_leaves_the_map_labels_alone(pipe):
@@ -79,6 +81,10 @@ def test_label_with_another_vocabulary_leaves_the_map_labels_alone(pipe):
     recs = pipe.label_with(["sofa", "bed"], top_k=2)
     assert all(r.label in ("sofa", "bed") and len(r.top_labels) == 2 for r in recs)
     assert [r.label for r in pipe.instances()] == before
+    # encoded beforehand (outside the node's lock), the same vocabulary gives the same labels and scores
+    again = pipe.label_with(pipe.vocabulary_for(["sofa", "bed"]), top_k=2)
+    assert [(r.top_labels, r.top_scores) for r in again] == [(r.top_labels, r.top_scores) for r in recs]
+    assert pipe.vocabulary_for(None) is pipe.vocabulary
 
 
 def test_bad_frame_is_rejected_and_changes_nothing(pipe, frames):

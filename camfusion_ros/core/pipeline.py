@@ -242,17 +242,25 @@ class MappingPipeline:
             st.score = st.top_scores[0] if st.top_scores else 0.0
             st.label = st.top_labels[0] if st.top_labels and st.score >= self.cfg.label_threshold else ""
 
-    def label_with(self, vocabulary: Optional[list[str]] = None, top_k: int = 1) -> list[InstanceRecord]:
-        """Instances labelled against another vocabulary (names) without changing the map's own labels."""
+    def vocabulary_for(self, names: Optional[list[str]] = None):
+        """The map's own vocabulary, or ``names`` encoded now with the map's model and templates.
+
+        Encoding reads no map state, so a server may run it outside the lock that guards the map (it is the slow part
+        of a query with a caller's vocabulary)."""
+        if not names:
+            return self.vocabulary
+        from camfusion_ros.core.vocabulary import Vocabulary
+
+        return Vocabulary(list(names), self.vlm, self.cfg.vocabulary.templates, self.cfg.vocabulary.cache_dir)
+
+    def label_with(self, vocabulary=None, top_k: int = 1) -> list[InstanceRecord]:
+        """Instances labelled against another vocabulary (names, or one from vocabulary_for) without changing the
+        map's own labels."""
         self.fuse_pending()
         records = self.instances()
         if not records:
             return records
-        vocab = self.vocabulary
-        if vocabulary:
-            from camfusion_ros.core.vocabulary import Vocabulary
-
-            vocab = Vocabulary(list(vocabulary), self.vlm, self.cfg.vocabulary.templates, self.cfg.vocabulary.cache_dir)
+        vocab = vocabulary if hasattr(vocabulary, "classify") else self.vocabulary_for(vocabulary)
         idx, scores = vocab.classify(np.stack([r.embedding for r in records]), max(1, top_k))
         for r, ri, rs in zip(records, idx, scores):
             r.top_labels = [vocab.names[j] for j in ri]
@@ -261,13 +269,17 @@ class MappingPipeline:
             r.label = r.top_labels[0] if r.score >= self.cfg.label_threshold else ""
         return records
 
-    def query_text(self, text: str, top_k: int = 0) -> list[tuple[int, float]]:
-        """Instance ids ranked by cosine similarity to a free-text query."""
+    def encode_query(self, text: str) -> np.ndarray:
+        """The unit text embedding of a query (reads no map state: may run outside the map's lock)."""
+        return normalize(self.vlm.encode_text([text])[0])
+
+    def query_text(self, text: str, top_k: int = 0, embedding: Optional[np.ndarray] = None) -> list[tuple[int, float]]:
+        """Instance ids ranked by cosine similarity to a free-text query (``embedding``: its encode_query)."""
         self.fuse_pending()
         ids = [i for i, st in self.state.items() if st.fused is not None]
         if not ids or not text.strip():
             return []
-        t = normalize(self.vlm.encode_text([text])[0])
+        t = embedding if embedding is not None else self.encode_query(text)
         sims = np.stack([self.state[i].fused for i in ids]) @ t
         order = np.argsort(-sims, kind="stable")
         if top_k:
