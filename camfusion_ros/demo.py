@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -21,6 +20,7 @@ from typing import Sequence
 
 import yaml
 
+from camfusion_ros.child_processes import start_child, stop_child, stop_on_signals
 from camfusion_ros.cli_errors import report_error
 from camfusion_ros.core.output_folder import claim_outputs
 
@@ -48,7 +48,7 @@ def _params(scene: Path, out: Path, frames: int) -> Path:
               "input_qos": "reliable", "input_depth": 5 * frames, "sync_buffer": 5 * frames,
               "queue_size": frames, "fusion_period_s": 2.0, "map_root": str(out)}   # ~/save_map may write only here
     path = out / "params.yaml"
-    path.write_text(yaml.safe_dump({"mapping_node": {"ros__parameters": params}}))
+    path.write_text(yaml.safe_dump({"/**/mapping_node": {"ros__parameters": params}}))
     return path
 
 
@@ -115,7 +115,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--rate", type=float, default=2.0, help="replay speed factor")
     a = p.parse_args(argv)
     try:
-        return _run(a)
+        with stop_on_signals():        # SIGTERM/SIGHUP: the node is still stopped (finally in _run)
+            return _run(a)
     except (RuntimeError, ValueError, OSError) as exc:
         return report_error(exc)
     except KeyboardInterrupt:
@@ -150,8 +151,8 @@ def _run(a: argparse.Namespace) -> int:
     py = sys.executable
     print(f"[demo] starting the mapping node (log: {log})", flush=True)
     with open(log, "w") as fh:
-        node = subprocess.Popen([py, "-m", "camfusion_ros.nodes.mapping_node", "--ros-args", "--params-file",
-                                 str(params)], stdout=fh, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        node = start_child([py, "-m", "camfusion_ros.nodes.mapping_node", "--ros-args", "--params-file", str(params)],
+                           stdout=fh, stderr=subprocess.STDOUT, env=env)
     rclpy.init()
     try:
         _wait(node, lambda s: s.get("ready"), 180, "loading the models", log)
@@ -186,13 +187,7 @@ def _run(a: argparse.Namespace) -> int:
         raise RuntimeError(f"a service client failed (rc={exc.returncode}); see {log}") from None
     finally:
         rclpy.try_shutdown()
-        if node.poll() is None:
-            os.killpg(node.pid, signal.SIGINT)
-            try:
-                node.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(node.pid, signal.SIGKILL)
-                node.wait()
+        stop_child(node)
 
 
 if __name__ == "__main__":

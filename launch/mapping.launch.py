@@ -20,7 +20,7 @@ def _node(context, *args, **kwargs):
     overrides["use_sim_time"] = get("use_sim_time").lower() == "true"
     remaps = [(orig, get(name)) for name, orig in REMAPS.items() if get(name) != orig]
     return [Node(package="camfusion_ros", executable="mapping_node", name="mapping_node", output="screen",
-                 parameters=[get("config_file"), overrides], remappings=remaps)]
+                 namespace=get("namespace"), parameters=[get("config_file"), overrides], remappings=remaps)]
 
 
 def generate_launch_description():
@@ -37,5 +37,7 @@ def generate_launch_description():
         DeclareLaunchArgument("camera_info_topic", default_value=REMAPS["camera_info_topic"],
                               description="CameraInfo topic"),
         DeclareLaunchArgument("pose_topic", default_value=REMAPS["pose_topic"], description="pose topic"),
+        DeclareLaunchArgument("namespace", default_value="",
+                              description="node namespace (the parameters file's /**/mapping_node key still applies)"),
         OpaqueFunction(function=_node),
     ])

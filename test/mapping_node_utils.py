@@ -8,6 +8,7 @@ from pathlib import Path
 
 import yaml
 
+from camfusion_ros.child_processes import start_child
 from rostest_utils import REPO, python
 
 CLIENT = "test/ros_peers/mapping_client.py"
@@ -26,16 +27,15 @@ def write_params(path: Path, **node: object) -> Path:
     params.update({"input_qos": "reliable", "input_depth": 200, "sync_buffer": 50, "queue_size": 100,
                    "fusion_period_s": 0.5, "status_period_s": 0.5})
     params.update(node)
-    path.write_text(yaml.safe_dump({"mapping_node": {"ros__parameters": params}}))
+    path.write_text(yaml.safe_dump({"/**/mapping_node": {"ros__parameters": params}}))
     return path
 
 
 def start_node(env: dict, params: Path, *extra: str) -> subprocess.Popen:
     """The node in its own process group; its output goes to a file next to params (a full pipe would block it)."""
     log = open(params.with_suffix(".log"), "a")
-    proc = subprocess.Popen([python(), "-m", "camfusion_ros.nodes.mapping_node", "--ros-args", "--params-file",
-                             str(params), *extra], env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
-                            text=True, start_new_session=True)
+    proc = start_child([python(), "-m", "camfusion_ros.nodes.mapping_node", "--ros-args", "--params-file",
+                        str(params), *extra], env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, text=True)
     proc.log_path = params.with_suffix(".log")
     return proc
 

@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from camfusion_ros.child_processes import start_child
 from camfusion_ros.ros_env import loopback_env, unique_domain_id  # noqa: F401 (tests import both from here)
 
 REPO = Path(__file__).resolve().parents[1]
@@ -28,8 +29,9 @@ def python() -> str:
 
 
 def start(args: list[str], env: dict[str, str], **kw) -> subprocess.Popen:
-    return subprocess.Popen([python(), *args], env=env, cwd=REPO, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True, **kw)
+    """A child in its own process group that dies with the test process (even a killed pytest leaves no node)."""
+    return start_child([python(), *args], env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                       text=True, **kw)
 
 
 def stop(proc: subprocess.Popen, timeout: float = 10.0) -> tuple[str, str]:

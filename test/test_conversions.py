@@ -95,6 +95,63 @@ def test_size_mismatch_and_empty_rejected():
         assert e.value.reason == "empty"
 
 
+def _compressed(fmt: str, data: bytes):
+    from sensor_msgs.msg import CompressedImage
+
+    msg = CompressedImage(format=fmt)
+    msg.data = data                          # rclpy stores it as array.array('B'), as a subscription delivers it
+    return msg
+
+
+def test_compressed_colour_and_depth_messages_decode_like_the_bag_reader():
+    from camfusion_ros.core.compressed import encode_color, encode_depth
+
+    red = np.zeros((6, 8, 3), np.uint8)
+    red[..., 0] = 255
+    out = color_from_msg(_compressed(*encode_color(red, "jpeg")))
+    assert out.shape == (6, 8, 3) and out[..., 0].min() > 240 and out[..., 1:].max() < 15   # red stays red
+    np.testing.assert_array_equal(color_from_msg(_compressed(*encode_color(red, "png"))), red)
+    mm = RNG.integers(300, 9000, (5, 7)).astype(np.uint16)
+    mm[0, 0] = 0
+    out = depth_from_msg(_compressed(*encode_depth(mm / 1000.0, "16UC1")))
+    np.testing.assert_array_equal(out, mm / np.float32(1000.0))
+    d = RNG.uniform(0.5, 8.0, (5, 7))
+    out = depth_from_msg(_compressed(*encode_depth(d, "32FC1")))
+    assert np.all(np.abs(out - d) <= d ** 2 / 10100 * 0.51 + 1e-5)
+
+
+def test_corrupt_or_unsupported_compressed_messages_are_drops_with_a_reason():
+    from camfusion_ros.core.compressed import encode_color, encode_depth
+
+    fmt, jpg = encode_color(RNG.integers(0, 255, (8, 8, 3), dtype=np.uint8), "jpeg")
+    for bad in (jpg[: len(jpg) // 2], b"not an image at all", b""):
+        with pytest.raises(ConversionError) as e:
+            color_from_msg(_compressed(fmt, bad))
+        assert e.value.reason == "bad_compressed"
+    dfmt, dep = encode_depth(np.ones((4, 4)), "16UC1")
+    with pytest.raises(ConversionError) as e:
+        depth_from_msg(_compressed(dfmt, dep[:12]))
+    assert e.value.reason == "bad_compressed"
+    with pytest.raises(ConversionError, match="rvl") as e:
+        depth_from_msg(_compressed("16UC1; compressedDepth rvl", dep))
+    assert e.value.reason == "encoding"
+    _, zeros = encode_depth(np.zeros((4, 4)), "16UC1")        # decodes, but holds no reading
+    with pytest.raises(ConversionError) as e:
+        depth_from_msg(_compressed(dfmt, zeros))
+    assert e.value.reason == "depth"
+
+
+def test_image_input_picks_the_message_type_by_transport():
+    from sensor_msgs.msg import CompressedImage
+
+    from camfusion_ros.nodes.conversions import image_input
+
+    assert image_input("/cam/image_raw", "auto", "color") == (Image, "/cam/image_raw")
+    assert image_input("/cam/image_raw/compressed", "auto", "color") == (CompressedImage, "/cam/image_raw/compressed")
+    assert image_input("/cam/depth", "compressed", "depth") == (CompressedImage, "/cam/depth/compressedDepth")
+    assert image_input("/cam/depth/compressedDepth", "raw", "depth") == (Image, "/cam/depth/compressedDepth")
+
+
 def test_instances_32sc1():
     ids = np.array([[0, 5], [70000, -1]], dtype=np.int32)
     np.testing.assert_array_equal(instances_from_msg(numpy_to_image(ids, "32SC1")), ids)

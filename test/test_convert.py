@@ -75,8 +75,11 @@ def test_replica(replica_tree, tmp_path, capsys):
     assert summary["frames"] == 5 and summary["gt_points"] == 40
     info = inspect_recording(out / "bag")
     assert {t: v["count"] for t, v in info["topics"].items()} == {
-        "/camera/color/image_raw": 5, "/camera/depth/image_raw": 5, "/camera/color/camera_info": 5, "/camera/pose": 5}
+        "/camera/color/image_raw": 5, "/camera/depth/image_raw": 5, "/camera/color/camera_info": 5, "/camera/pose": 5,
+        "/tf": 14, "/tf_static": 2}     # /tf: odom->base_link 2 per frame, map->odom every other frame + 1 at the end
     frames = list(read_frames(out / "bag"))
+    by_tf = list(read_frames(out / "bag", pose_source="tf"))          # the converters write /tf too, at 30 Hz stamps
+    np.testing.assert_allclose([f.T_world_cam for f in by_tf], [f.T_world_cam for f in frames], atol=1e-9)
     for i, f in enumerate(frames):
         f.validate()
         src = replica_tree / "results"
@@ -111,6 +114,22 @@ def test_replica_stride_max_frames_and_defaults(replica_tree, tmp_path, capsys):
     names = json.loads((raw / "gt" / "classes.json").read_text())["names"]  # raw Replica ids
     assert len(names) == 1000 and names[93] == "replica_93"
     assert read_ply(raw / "gt" / "points.ply")["label"][:6].tolist() == [93, 31, 40, -1, -1, 12]
+
+
+def test_replica_compressed_writes_image_transport_topics(replica_tree, tmp_path, capsys):
+    raw, comp = tmp_path / "raw", tmp_path / "comp"
+    for out, extra in ((raw, []), (comp, ["--compressed"])):
+        assert main(["replica", str(replica_tree), "--out", str(out), "--max-frames", "3", "--eval-info", "none",
+                     *extra]) == 0
+    topics = inspect_recording(comp / "bag")["topics"]
+    assert topics["/camera/color/image_raw/compressed"] == {"type": "sensor_msgs/msg/CompressedImage", "count": 3}
+    assert topics["/camera/depth/image_raw/compressedDepth"] == {"type": "sensor_msgs/msg/CompressedImage", "count": 3}
+    want, got = list(read_frames(raw / "bag")), list(read_frames(comp / "bag"))
+    assert len(got) == len(want) == 3
+    for w, g in zip(want, got):
+        np.testing.assert_array_equal(g.depth, w.depth)                 # compressedDepth PNG: exact millimetres
+        assert np.abs(g.rgb.astype(int) - w.rgb).mean() < 4             # JPEG, quality 95
+        np.testing.assert_allclose(g.T_world_cam, w.T_world_cam)
 
 
 @pytest.fixture
@@ -199,3 +218,18 @@ def test_errors_are_one_line(case, scannet_tree, tmp_path, capsys):
     assert exc.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ")
+
+
+def test_out_folder_with_a_users_files_gets_the_recording_beside_them(replica_tree, tmp_path, users_files, capsys):
+    out = tmp_path / "home"
+    intact = users_files(out)
+    assert main(["replica", str(replica_tree), "--out", str(out), "--max-frames", "1", "--eval-info", "none"]) == 0
+    intact()
+    assert (out / "bag").is_dir()
+    other = tmp_path / "other"
+    intact = users_files(other, "bag/metadata.yaml")
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exc:
+        main(["replica", str(replica_tree), "--out", str(other), "--max-frames", "1", "--eval-info", "none"])
+    assert exc.value.code == 2 and "bag already exists there" in capsys.readouterr().err
+    intact()

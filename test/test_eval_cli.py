@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from camfusion_ros.core.map_store import MapSnapshot, save_map
-from camfusion_ros.eval.class_lists import frequency_splits
+from camfusion_ros.core.class_lists import frequency_splits
 from camfusion_ros.eval.cli import compare_fusions, main
 from camfusion_ros.eval.evaluate import EvalConfig, evaluate_map, oracle_view
 from camfusion_ros.eval.gt import load_gt

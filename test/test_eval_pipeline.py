@@ -84,3 +84,11 @@ def test_eval_from_a_bag_maps_once_and_compares_fusions(tmp_path, capsys):
         assert 0.0 <= run["semantic"]["mIoU"] <= 1.0
     assert (out / "summary.png").read_bytes()[:4] == b"\x89PNG"
     assert "| avg |" in (out / "report.md").read_text()
+    # --pose-source tf: the same recording through its /tf + /tf_static maps and scores the same
+    out_tf = tmp_path / "report_tf"
+    assert main(["--bag", str(scene / "bag"), "--gt", str(scene / "gt"), "--fusion", "avg,l1medoid",
+                 "--config", "config/presets/synthetic_random.yaml", "--out", str(out_tf), "--pose-source", "tf"]) == 0
+    by_tf = json.loads((out_tf / "metrics.json").read_text())["runs"]
+    for name, run in metrics["runs"].items():
+        assert by_tf[name]["semantic"]["mIoU"] == pytest.approx(run["semantic"]["mIoU"], abs=0.02)
+        assert by_tf[name]["instance_top1"]["AP50"] == pytest.approx(run["instance_top1"]["AP50"], abs=0.02)

@@ -67,6 +67,18 @@ def test_relabel_refuses_the_saved_views_without_the_bag(synth_scene, tmp_path, 
         assert np.min(np.abs(views - l1.fused[b]).sum(1)) < 1e-4
 
 
+def test_relabel_never_writes_over_a_users_folder(synth_scene, tmp_path, users_files, capsys):
+    out = tmp_path / "map"
+    run_json(map_cli.main, [str(synth_scene / "bag"), "--out", str(out), "--fusion", "avg", *COMMON], capsys)
+    home = tmp_path / "home"
+    intact = users_files(home)
+    with pytest.raises(SystemExit) as e:
+        relabel_cli.main([str(out), "--fusion", "l1medoid", "--out", str(home)])
+    assert e.value.code == 2 and "important.txt" in capsys.readouterr().err
+    intact()
+    assert sorted(p.name for p in home.iterdir()) == ["important.txt", "sub"]
+
+
 def test_bad_inputs_give_one_error_line(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         map_cli.main([str(tmp_path / "missing"), "--out", str(tmp_path / "m")])
@@ -125,3 +137,73 @@ def test_map_refuses_an_out_folder_holding_a_users_file_before_mapping(synth_sce
     err = capsys.readouterr().err
     assert "thesis.tex" in err and "mapping" not in err          # refused before the first frame
     assert (out / "thesis.tex").read_text() == "mine" and sorted(p.name for p in out.iterdir()) == ["thesis.tex"]
+
+
+def _centroids(map_dir):
+    snap = load_map(map_dir)
+    return {int(i): snap.points[snap.point_instance == i].mean(axis=0) for i in snap.ids
+            if np.any(snap.point_instance == i)}
+
+
+def test_compressed_bag_maps_to_the_same_instances_as_the_raw_bag(tmp_path, capsys):
+    """A bag written with camfusion-synth --compressed (JPEG colour, compressedDepth PNG) through camfusion-map:
+    the instances of the raw bag of the same scene, centroids within 5 cm."""
+    from camfusion_ros.datasets import synth_cli
+
+    maps = {}
+    for name, extra in (("raw", []), ("compressed", ["--compressed"])):
+        assert synth_cli.main(["--out", str(tmp_path / name), "--seed", "1", "--frames", "3", "--objects", "3",
+                               "--width", "160", "--height", "120", *extra]) == 0
+        capsys.readouterr()
+        s = run_json(map_cli.main, [str(tmp_path / name / "bag"), "--out", str(tmp_path / f"map_{name}"),
+                                    "--fusion", "avg", *COMMON], capsys)
+        assert s["frames"] == 3 and s["skipped_frames"] == 0 and s["instances"] >= 3
+        maps[name] = _centroids(tmp_path / f"map_{name}")
+    assert (tmp_path / "compressed" / "bag").is_dir() and len(maps["raw"]) == len(maps["compressed"])
+    want = np.array(list(maps["raw"].values()))
+    got = np.array(list(maps["compressed"].values()))
+    dist = np.linalg.norm(got[:, None] - want[None], axis=2)
+    assert np.all(dist.min(axis=1) < 0.05) and np.all(dist.min(axis=0) < 0.05), dist.min(axis=1)
+
+
+def _without_pose_topic(src, dst):
+    """A copy of a bag without /camera/pose: the camera pose is then only in /tf + /tf_static, as on a robot."""
+    from rosbags.highlevel import AnyReader
+    from rosbags.rosbag2 import StoragePlugin, Writer
+
+    from camfusion_ros.core.recording import ros_typestore
+
+    store = ros_typestore()
+    with AnyReader([src], default_typestore=store) as reader, \
+            Writer(dst, version=9, storage_plugin=StoragePlugin.MCAP) as writer:
+        conns = {c.topic: writer.add_connection(c.topic, c.msgtype, typestore=store)
+                 for c in reader.connections if c.topic != "/camera/pose"}
+        for c, t, raw in reader.messages(connections=[c for c in reader.connections if c.topic in conns]):
+            writer.write(conns[c.topic], t, raw)
+    return dst
+
+
+def test_tf_only_bag_maps_to_the_same_instances_as_the_pose_topic(tmp_path, capsys):
+    """camfusion-map --pose-source tf on the bag without its pose topic: the instances of the pose-topic run,
+    centroids within 5 cm."""
+    from camfusion_ros.datasets import synth_cli
+
+    assert synth_cli.main(["--out", str(tmp_path / "scene"), "--seed", "1", "--frames", "3", "--objects", "3",
+                           "--width", "160", "--height", "120"]) == 0
+    capsys.readouterr()
+    bag = tmp_path / "scene" / "bag"
+    tf_only = _without_pose_topic(bag, tmp_path / "tf_only")
+    s = run_json(map_cli.main, [str(bag), "--out", str(tmp_path / "map_topic"), "--fusion", "avg", *COMMON], capsys)
+    t = run_json(map_cli.main, [str(tf_only), "--out", str(tmp_path / "map_tf"), "--fusion", "avg",
+                                "--pose-source", "tf", *COMMON], capsys)
+    assert s["pose_source"] == "topic" and t["pose_source"] == "tf"
+    assert s["frames"] == t["frames"] == 3 and t["skipped_frames"] == 0 and s["instances"] == t["instances"] >= 3
+    want = np.array(list(_centroids(tmp_path / "map_topic").values()))
+    got = np.array(list(_centroids(tmp_path / "map_tf").values()))
+    dist = np.linalg.norm(got[:, None] - want[None], axis=2)
+    assert np.all(dist.min(axis=1) < 0.05) and np.all(dist.min(axis=0) < 0.05), dist.min(axis=1)
+    # without --pose-source tf the TF-only bag is one clear error line
+    with pytest.raises(SystemExit) as e:
+        map_cli.main([str(tf_only), "--out", str(tmp_path / "map_none"), *COMMON])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "missing required topic pose (/camera/pose)" in err and "/tf" in err

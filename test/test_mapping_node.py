@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import yaml
 
-from mapping_node_utils import TINY, VOCAB, accounted, client, start_node, wait_status, write_params
+from mapping_node_utils import TINY, VOCAB, accounted, client, node_log, start_node, wait_status, write_params
 from rostest_utils import REPO, python, ros_env, start, stop
 
 FRAMES = 8
@@ -42,7 +42,7 @@ def test_config_yaml_mirrors_the_dataclass_defaults():
     from camfusion_ros.nodes.mapping_node import node_parameter_defaults
 
     doc = yaml.safe_load((REPO / "config" / "mapping.yaml").read_text())
-    params = doc["mapping_node"]["ros__parameters"]
+    params = doc["/**/mapping_node"]["ros__parameters"]
 
     def flat(d, pre=""):
         out = {}
@@ -83,6 +83,35 @@ def test_node_declares_described_parameters_and_rejects_bad_ones(ros_context):
         MappingNode(context=ctx, parameter_overrides=small + [Parameter("drop_policy", value="drop_random")])
     with pytest.raises(ConfigError, match="descriptor.tiling"):
         MappingNode(context=ctx, parameter_overrides=small + [Parameter("descriptor.tiling", value="maybe")])
+
+
+def test_transport_parameters_choose_compressed_subscriptions(ros_context):
+    """color_transport auto follows the remapped name (a launch remap to .../compressed switches the type);
+    depth_transport compressed appends /compressedDepth to the base topic; a bad value is refused."""
+    from rclpy.parameter import Parameter
+    from sensor_msgs.msg import CompressedImage, Image
+
+    from camfusion_ros.core.config import ConfigError
+    from camfusion_ros.nodes.mapping_node import MappingNode
+
+    small = [Parameter("segmenter.name", value="gt"), Parameter("vlm.pretrained", value="random"),
+             Parameter("vlm.model_name", value="PE-Core-T-16-384"), Parameter("vocabulary.names", value=["chair"]),
+             Parameter("vocabulary.cache_dir", value="")]
+    depth = Parameter("depth_transport", value="compressed")
+    node = MappingNode(context=ros_context, parameter_overrides=small + [depth],
+                       cli_args=["--ros-args", "-r", "/camera/color/image_raw:=/cam/image_raw/compressed"])
+    try:
+        subs = {s.topic_name: s.msg_type for s in node._subs}
+        assert subs["/cam/image_raw/compressed"] is CompressedImage
+        assert subs["/camera/depth/image_raw/compressedDepth"] is CompressedImage
+        assert subs["/camera/instances/image_raw"] is Image                    # the GT image stays raw
+        assert "/camera/color/image_raw" not in subs and "/camera/depth/image_raw" not in subs
+        wait_ready(node)
+    finally:
+        node.shutdown()
+        node.destroy_node()
+    with pytest.raises(ConfigError, match="color_transport must be auto, raw or compressed, got 'theora'"):
+        MappingNode(context=ros_context, parameter_overrides=small + [Parameter("color_transport", value="theora")])
 
 
 @pytest.fixture(scope="module")
@@ -137,7 +166,10 @@ def test_node_replayer_and_clients_in_separate_processes_match_offline(tiny_scen
         replay = start(["-m", "camfusion_ros.nodes.replay", str(bag), "--rate", "4", "--wait-for-subscribers", "30"], env)
         out, err = replay.communicate(timeout=90)
         assert replay.returncode == 0, err
-        assert f"replayed {FRAMES * 5} messages" in err
+        from camfusion_ros.core.recording import inspect_recording
+
+        topics = inspect_recording(bag)["topics"]     # the 5 frame topics, and /tf + /tf_static (pose_source tf)
+        assert f"replayed {FRAMES * 5 + topics['/tf']['count'] + topics['/tf_static']['count']} messages" in err
         s = wait_status(env, node, lambda s: s["frames_processed"] == FRAMES and s["instances"] > 0 and s["pending"] == 0,
                         150, f"all {FRAMES} frames to be processed")
         assert s["received"] == FRAMES * 5 and s["processed"] == FRAMES * 5 and not s["dropped"] and accounted(s)
@@ -191,6 +223,85 @@ def test_node_replayer_and_clients_in_separate_processes_match_offline(tiny_scen
         assert answers["load"][0] is True and f"loaded {len(snap.ids)} instances" in answers["load"][1]
         after = wait_status(env, node, lambda s: s["instances"] == len(ids), 30, "the reloaded map to be published")
         assert sorted(after["instance_ids"]) == ids
+    finally:
+        if replay is not None:
+            stop(replay)
+        stop(node)
+        if offline.poll() is None:
+            offline.kill()
+            offline.communicate()
+
+
+CORRUPT_PEER = """
+import sys, time, rclpy
+from rclpy.duration import Duration
+from rclpy.qos import QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import CompressedImage
+rclpy.init(); n = rclpy.create_node("corrupt_image_peer")
+pub = n.create_publisher(CompressedImage, sys.argv[1], QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE))
+end = time.monotonic() + 30
+while pub.get_subscription_count() == 0 and time.monotonic() < end:
+    time.sleep(0.05)
+msg = CompressedImage(format="rgb8; jpeg compressed bgr8")
+msg.header.stamp.sec, msg.header.frame_id = 7, "camera_color_optical_frame"
+msg.data = bytes([0xFF, 0xD8, 0xFF, 0xE0]) + bytes(300)      # a JPEG's first marker, then nothing decodable
+pub.publish(msg)
+ok = pub.wait_for_all_acked(Duration(seconds=20))
+n.destroy_node(); rclpy.shutdown()
+sys.exit(0 if ok else 3)
+"""
+
+
+@pytest.mark.ros
+@pytest.mark.slow
+def test_node_maps_a_replayed_compressed_bag_and_counts_a_corrupt_image_as_a_drop(tmp_path):
+    """camfusion-synth --compressed replayed by camfusion-replay: colour picked by its /compressed suffix (auto),
+    depth by depth_transport: compressed on the base topic. Every frame is processed, the instances are the raw
+    bag's (offline reference, centroids within 5 cm), and a corrupt CompressedImage from another process is one
+    counted bad_compressed drop while the node keeps serving."""
+    from camfusion_ros.datasets.synth import SynthConfig, generate
+
+    env = ros_env()
+    frames = 4
+    cfg = dict(seed=1, frames=frames, width=160, height=120, objects=3)
+    bag = generate(tmp_path / "compressed", SynthConfig(compressed=True, **cfg)) / "bag"
+    raw = generate(tmp_path / "raw", SynthConfig(**cfg)) / "bag"
+    offline = subprocess.Popen([python(), "-c", OFFLINE, str(raw), json.dumps(TINY)], cwd=REPO, env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    color = "/camera/color/image_raw/compressed"
+    node = start_node(env, write_params(tmp_path / "params.yaml", topics={"color": color},
+                                        depth_transport="compressed"))
+    replay = None
+    try:
+        wait_status(env, node, lambda s: s["ready"], 120, "the node to load its models")
+        inputs = [color, "/camera/depth/image_raw/compressedDepth", "/camera/color/camera_info", "/camera/pose",
+                  "/camera/instances/image_raw"]                # the node's inputs alone (bags may carry /tf too)
+        replay = start(["-m", "camfusion_ros.nodes.replay", str(bag), "--rate", "4", "--wait-for-subscribers", "30",
+                        "--topics", *inputs], env)
+        _, err = replay.communicate(timeout=90)
+        assert replay.returncode == 0, err
+        assert f"replayed {frames * 5} messages" in err
+        s = wait_status(env, node, lambda s: (s["frames_processed"] == frames and s["instances"] > 0
+                                              and s["pending"] == 0), 150, f"all {frames} frames to be processed")
+        assert s["received"] == frames * 5 and s["processed"] == frames * 5 and not s["dropped"] and accounted(s)
+        live = client(env, "instances", "30", str(s["instances"]))
+        ref_out, ref_err = offline.communicate(timeout=240)
+        assert offline.returncode == 0, ref_err[-2000:]
+        ref = json.loads(ref_out.strip().splitlines()[-1])
+        got = np.array([i["centroid"] for i in live["instances"]])
+        want = np.array([r["centroid"] for r in ref])
+        assert len(got) == len(want) > 0
+        dist = np.linalg.norm(got[:, None] - want[None], axis=2)
+        assert np.all(dist.min(axis=1) < 0.05) and np.all(dist.min(axis=0) < 0.05), dist.min(axis=1)
+
+        peer = subprocess.run([python(), "-c", CORRUPT_PEER, color], env=env, cwd=REPO, capture_output=True,
+                              text=True, timeout=90)
+        assert peer.returncode == 0, peer.stderr[-1500:]
+        s = wait_status(env, node, lambda s: s["dropped"].get("bad_compressed") == 1, 60, "the corrupt image's drop")
+        assert node.poll() is None and accounted(s)
+        assert s["received"] == frames * 5 + 1 and s["frames_processed"] == frames
+        assert s["dropped"] == {"bad_compressed": 1}
+        assert "dropped (bad_compressed): color:" in node_log(node)
     finally:
         if replay is not None:
             stop(replay)

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from camfusion_ros.eval.class_lists import (ClassListError, available_vocabularies, frequency_splits,
+from camfusion_ros.core.class_lists import (ClassListError, available_vocabularies, frequency_splits,
                                             load_splits, load_vocabulary)
 from camfusion_ros.eval.metrics import EvalError, confusion_matrix, semantic_metrics
 from camfusion_ros.eval.transfer import transfer_labels

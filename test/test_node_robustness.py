@@ -102,3 +102,23 @@ def test_a_flood_of_hostile_service_requests_is_refused_while_mapping_goes_on(tm
         if replay is not None:
             stop(replay)
         stop(node)
+
+
+@pytest.mark.ros
+def test_a_node_whose_model_cannot_load_is_never_ready_and_exits_with_one_line(tmp_path):
+    """A weight file that exists (so the start-up check passes) but is corrupt: the node must not report ready and
+    drop every frame; it says why once and exits 2."""
+    bad = tmp_path / "pe_core.safetensors"
+    bad.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00not a safetensors file")
+    vlm = {"model_name": "PE-Core-T-16-384", "pretrained": str(bad), "device": "cpu"}
+    node = start_node(ros_env(), write_params(tmp_path / "params.yaml", vlm=vlm))
+    try:
+        rc = node.wait(timeout=120)
+    finally:
+        if node.poll() is None:
+            node.kill()
+    log = node_log(node)
+    assert rc == 2, log
+    errors = [line for line in log.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and errors[0].startswith("error: cannot load the models:") and str(bad) in errors[0], log
+    assert "Traceback" not in log

@@ -60,9 +60,11 @@ def test_reads_synchronised_frames(synth_scene):
 
 def test_inspect_recording(synth_scene):
     info = inspect_recording(synth_scene / "bag")
-    assert info["message_count"] == 150
+    # 5 topics x 30 frames, /tf (2 odom->base_link per frame, map->odom every other frame + 1), 2 /tf_static
+    assert info["message_count"] == 150 + 76 + 2
     assert info["topics"]["/camera/pose"] == {"type": "geometry_msgs/msg/PoseStamped", "count": 30}
-    assert info["duration_s"] == pytest.approx(2.9, abs=1e-3)
+    assert info["topics"]["/tf"] == {"type": "tf2_msgs/msg/TFMessage", "count": 76}
+    assert info["duration_s"] == pytest.approx(2.9 + 0.02, abs=1e-3)    # /tf samples 10 ms around the images
 
 
 def test_pose_nearest_within_tolerance(synth_scene, tmp_path):
@@ -132,6 +134,86 @@ def test_colour_and_depth_decoding():
         decode_depth(Image(header=hdr, height=2, width=2, encoding="16UC1", is_bigendian=0, step=4, data=np.zeros(4, np.uint8)))
 
 
+@pytest.fixture(scope="module")
+def compressed_pair(tmp_path_factory):
+    """The same tiny scene written raw and with --compressed, for each depth encoding."""
+    from camfusion_ros.datasets.synth import SynthConfig, generate
+
+    root = tmp_path_factory.mktemp("compressed")
+    out = {}
+    for enc in ("16UC1", "32FC1"):
+        for comp in (False, True):
+            cfg = SynthConfig(seed=2, frames=4, width=64, height=48, objects=2, depth_encoding=enc, compressed=comp)
+            out[enc, comp] = generate(root / f"{enc}_{comp}", cfg) / "bag"
+    return out
+
+
+@pytest.mark.parametrize("enc", ["16UC1", "32FC1"])
+def test_compressed_bag_reads_like_the_raw_bag(compressed_pair, enc):
+    raw = list(read_frames(compressed_pair[enc, False]))
+    info = inspect_recording(compressed_pair[enc, True])["topics"]
+    assert info["/camera/color/image_raw/compressed"]["type"] == "sensor_msgs/msg/CompressedImage"
+    assert info["/camera/depth/image_raw/compressedDepth"]["type"] == "sensor_msgs/msg/CompressedImage"
+    assert "/camera/color/image_raw" not in info                 # read through the /compressed fallback
+    comp = list(read_frames(compressed_pair[enc, True]))
+    named = list(read_frames(compressed_pair[enc, True], topics=RecordingTopics(
+        color="/camera/color/image_raw/compressed", depth="/camera/depth/image_raw/compressedDepth")))
+    assert len(raw) == len(comp) == len(named) == 4
+    for r, c, n in zip(raw, comp, named):
+        c.validate()
+        assert r.stamp_ns == c.stamp_ns and c.frame_id == r.frame_id
+        np.testing.assert_array_equal(c.T_world_cam, r.T_world_cam)
+        np.testing.assert_array_equal(c.K, r.K)
+        np.testing.assert_array_equal(c.gt_instances, r.gt_instances)
+        assert c.rgb.shape == r.rgb.shape and np.abs(c.rgb.astype(int) - r.rgb).mean() < 4     # JPEG 95
+        if enc == "16UC1":
+            np.testing.assert_array_equal(c.depth, r.depth)                                # PNG: exact mm
+        else:
+            step = r.depth ** 2 / 10100.0                                                   # inverse-depth quantum
+            assert np.all(np.abs(c.depth - r.depth) <= 0.51 * step + 1e-5)
+        np.testing.assert_array_equal(n.depth, c.depth)
+
+
+def test_corrupt_compressed_payloads_skip_their_frames_and_are_counted(compressed_pair, tmp_path, caplog):
+    seen = {"c": 0, "d": 0}
+
+    def edit(topic, msg):
+        if topic.endswith("/compressed"):
+            seen["c"] += 1
+            if seen["c"] == 2:                                       # frame 1: truncated JPEG
+                msg.data = msg.data[: len(msg.data) // 2].copy()
+        elif topic.endswith("/compressedDepth"):
+            seen["d"] += 1
+            if seen["d"] == 3:                                       # frame 2: the PNG replaced by noise
+                noise = np.random.default_rng(0).integers(0, 256, 200, dtype=np.uint8)
+                msg.data = np.concatenate([msg.data[:12], noise])
+        return msg
+
+    good = list(read_frames(compressed_pair["16UC1", True]))
+    bag = _copy_bag(compressed_pair["16UC1", True], tmp_path / "bad", edit=edit)
+    with caplog.at_level("WARNING", logger="camfusion_ros.core.recording"):
+        frames = list(read_frames(bag))
+    assert [f.stamp_ns for f in frames] == [good[0].stamp_ns, good[3].stamp_ns]
+    text = caplog.text
+    assert "/camera/color/image_raw/compressed: colour: JPEG payload has no end-of-image marker" in text
+    assert ("/camera/depth/image_raw/compressedDepth: compressedDepth payload has no PNG after its 12-byte header"
+            in text)
+    assert "2 frame(s) skipped" in text
+
+
+def test_rvl_compressed_depth_is_refused_with_the_reason(compressed_pair, tmp_path):
+    def edit(topic, msg):
+        if topic.endswith("/compressedDepth"):
+            msg.format = "16UC1; compressedDepth rvl"
+        return msg
+
+    bag = _copy_bag(compressed_pair["16UC1", True], tmp_path / "rvl", edit=edit, limit=2)
+    with pytest.raises(RecordingError, match=r"/camera/depth/image_raw/compressedDepth: compressedDepth 'rvl' is not "
+                                             r"supported") as exc:
+        list(read_frames(bag))
+    assert "\n" not in str(exc.value)
+
+
 def _damaged(synth_scene, tmp_path, how):
     src = synth_scene / "bag"
     dst = tmp_path / how
@@ -195,3 +277,73 @@ def test_cli_facing_path_prints_one_line(synth_scene, tmp_path):
     assert res.returncode == 2
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in res.stderr
+
+
+def _angle_deg(Ra: np.ndarray, Rb: np.ndarray) -> float:
+    from scipy.spatial.transform import Rotation
+
+    return float(np.degrees(Rotation.from_matrix(Ra.T @ Rb).magnitude()))
+
+
+def test_tf_poses_equal_the_pose_topic(synth_scene, tmp_path):
+    """pose_source tf: map <- optical frame from /tf + /tf_static, interpolated at the image stamps."""
+    from camfusion_ros.core.transforms import OPTICAL_ROTATION, TransformBuffer, transform_matrix
+
+    by_topic = list(read_frames(synth_scene / "bag"))
+    by_tf = list(read_frames(synth_scene / "bag", pose_source="tf"))
+    assert [f.stamp_ns for f in by_tf] == [f.stamp_ns for f in by_topic] and len(by_tf) == 30
+    for a, b in zip(by_topic, by_tf):
+        assert np.linalg.norm(a.T_world_cam[:3, 3] - b.T_world_cam[:3, 3]) < 1e-3
+        assert _angle_deg(a.T_world_cam[:3, :3], b.T_world_cam[:3, :3]) < 0.1
+    # The bag is what a robot records: /tf never stamped at an image stamp, /tf_static from two latched
+    # publishers stamped before the recording, and the samples around an image a visible motion apart
+    images = {f.stamp_ns for f in by_topic}
+    buf, statics, tf_stamps = TransformBuffer(cache_ns=None), [], set()
+    with AnyReader([synth_scene / "bag"], default_typestore=STORE) as reader:
+        for c, _, raw in reader.messages(connections=[c for c in reader.connections if c.topic in ("/tf", "/tf_static")]):
+            msg = reader.deserialize(raw, c.msgtype)
+            buf.add_message(msg, static=c.topic == "/tf_static")
+            for ts in msg.transforms:
+                stamp = ts.header.stamp.sec * 10**9 + ts.header.stamp.nanosec
+                if c.topic == "/tf_static":
+                    statics.append((ts.header.frame_id, ts.child_frame_id, stamp))
+                else:
+                    tf_stamps.add(stamp)
+    assert not tf_stamps & images and len(tf_stamps) == 2 * len(images)
+    assert sorted(s[:2] for s in statics) == [("base_link", "camera_link"), ("camera_link", "camera_color_optical_frame")]
+    assert all(s[2] < min(images) for s in statics)
+    off = [np.linalg.norm(buf.lookup("map", "camera_color_optical_frame", f.stamp_ns - 10_000_000)[:3, 3]
+                          - f.T_world_cam[:3, 3]) for f in by_topic[1:]]
+    assert np.median(off) > 0.01        # holding the nearest sample would be centimetres off
+    # camera_frame overrides the image's frame_id: the camera body frame differs by the REP-103 rotation
+    body = list(read_frames(synth_scene / "bag", pose_source="tf", camera_frame="camera_link", max_frames=2))
+    T_link_opt = np.linalg.inv(body[1].T_world_cam) @ by_tf[1].T_world_cam
+    np.testing.assert_allclose(T_link_opt[:3, :3], transform_matrix((0, 0, 0), OPTICAL_ROTATION)[:3, :3], atol=1e-9)
+
+
+def test_tf_only_bag_and_frames_without_a_transform(synth_scene, tmp_path, caplog):
+    ref = list(read_frames(synth_scene / "bag", max_frames=6))
+    tf_only = _copy_bag(synth_scene / "bag", tmp_path / "tf_only", drop=("/camera/pose",))
+    with pytest.raises(RecordingError, match=r"missing required topic pose \(/camera/pose\)"):
+        list(read_frames(tf_only))
+    got = list(read_frames(tf_only, pose_source="tf", max_frames=6))
+    np.testing.assert_allclose([f.T_world_cam for f in got], [f.T_world_cam for f in ref], atol=1e-9)
+    # odom -> base_link stops after frame 2: frames 3.. would need extrapolation and are skipped, with the reason
+    cut = ref[2].stamp_ns + 10_000_000
+
+    def edit(topic, msg):
+        if topic == "/tf" and msg.transforms[0].child_frame_id == "base_link":
+            st = msg.transforms[0].header.stamp
+            return None if st.sec * 10**9 + st.nanosec > cut else msg
+        return msg
+
+    short = _copy_bag(synth_scene / "bag", tmp_path / "short", edit=edit)
+    with caplog.at_level("WARNING"):
+        frames = list(read_frames(short, pose_source="tf", max_frames=6))
+    assert [f.stamp_ns for f in frames] == [f.stamp_ns for f in ref[:3]]
+    assert "no transform map <- camera_color_optical_frame" in caplog.text and "extrapolation into the future" in caplog.text
+    no_tf = _copy_bag(synth_scene / "bag", tmp_path / "no_tf", drop=("/tf", "/tf_static"), limit=2)
+    with pytest.raises(RecordingError, match=r"missing required topic tf \(/tf or /tf_static\)"):
+        list(read_frames(no_tf, pose_source="tf"))
+    with pytest.raises(RecordingError, match="pose source must be one of topic, tf"):
+        list(read_frames(no_tf, pose_source="odom"))

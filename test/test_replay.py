@@ -51,13 +51,44 @@ def test_to_rclpy_copies_every_field(small_bag):
             src = r.deserialize(raw, conn.msgtype)
             msg = to_rclpy(src)
             seen.add(type(msg).__name__)
+            if conn.msgtype == "tf2_msgs/msg/TFMessage":     # the generated tf2_msgs (scripts/setup.sh) interoperates
+                assert [(t.header.frame_id, t.child_frame_id, t.header.stamp.nanosec, t.transform.rotation.w)
+                        for t in msg.transforms] == [(t.header.frame_id, t.child_frame_id, t.header.stamp.nanosec,
+                                                      t.transform.rotation.w) for t in src.transforms]
+                continue
             assert msg.header.stamp.sec == src.header.stamp.sec and msg.header.frame_id == src.header.frame_id
             if isinstance(msg, Image):
                 assert bytes(msg.data) == src.data.tobytes() and msg.encoding == src.encoding and msg.step == src.step
             if isinstance(msg, CameraInfo):
                 np.testing.assert_array_equal(msg.k, src.k)
                 assert list(msg.d) == list(src.d)
-    assert seen == {"Image", "CameraInfo", "PoseStamped"}
+    assert seen == {"Image", "CameraInfo", "PoseStamped", "TFMessage"}
+
+
+def test_to_rclpy_copies_compressed_images(tmp_path):
+    """Bags from robots (and --compressed) hold sensor_msgs/CompressedImage: replayed byte for byte."""
+    from rosbags.highlevel import AnyReader
+    from sensor_msgs.msg import CompressedImage
+
+    from camfusion_ros.core.recording import ros_typestore
+    from camfusion_ros.datasets.synth import SynthConfig, generate
+    from camfusion_ros.nodes.conversions import color_from_msg, depth_from_msg
+    from camfusion_ros.nodes.replay import to_rclpy
+
+    bag = generate(tmp_path / "c", SynthConfig(seed=3, frames=2, width=32, height=24, objects=2, compressed=True)) / "bag"
+    n = 0
+    with AnyReader([bag], default_typestore=ros_typestore()) as r:
+        for conn, _, raw in r.messages():
+            if conn.msgtype != "sensor_msgs/msg/CompressedImage":
+                continue
+            src = r.deserialize(raw, conn.msgtype)
+            msg = to_rclpy(src)
+            assert isinstance(msg, CompressedImage) and msg.format == src.format
+            assert bytes(msg.data) == src.data.tobytes() and msg.header.stamp.nanosec == src.header.stamp.nanosec
+            out = color_from_msg(msg) if conn.topic.endswith("/compressed") else depth_from_msg(msg)
+            assert out.shape[:2] == (24, 32)
+            n += 1
+    assert n == 4
 
 
 @pytest.mark.ros
@@ -134,6 +165,9 @@ rclpy.init(); n = rclpy.create_node("frozen_listener")
 s = n.create_subscription(PoseStamped, "/camera/pose", lambda m: None, QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE))
 while s.get_publisher_count() == 0:
     rclpy.spin_once(n, timeout_sec=0.1)
+end = time.monotonic() + 1.5          # discovery is two-way: give the replay time to match this reader too
+while time.monotonic() < end:
+    rclpy.spin_once(n, timeout_sec=0.1)
 print("matched", flush=True)
 while True:
     rclpy.spin_once(n, timeout_sec=0.1)
@@ -152,7 +186,7 @@ def test_replay_stays_until_subscribers_acknowledge(small_bag):
     env = ros_env()
     listener = start(["-c", FROZEN_LISTENER], env)
     replay = start(["-m", "camfusion_ros.nodes.replay", str(small_bag), "--topics", "/camera/pose", "--rate", "20",
-                    "--wait-for-subscribers", "20", "--start-delay", "2", "--ack-timeout", "3"], env)
+                    "--wait-for-subscribers", "20", "--start-delay", "4", "--ack-timeout", "3"], env)
     try:
         assert listener.stdout.readline().strip() == "matched"
         os.killpg(listener.pid, signal.SIGSTOP)
@@ -170,8 +204,57 @@ def test_replay_stays_until_subscribers_acknowledge(small_bag):
     listener = start(["-c", FROZEN_LISTENER], env)
     try:
         r = subprocess.run([python(), "-m", "camfusion_ros.nodes.replay", str(small_bag), "--topics", "/camera/pose",
-                            "--rate", "20", "--wait-for-subscribers", "20", "--ack-timeout", "3"],
+                            "--rate", "20", "--wait-for-subscribers", "20", "--ack-timeout", "10"],
                            env=env, cwd=REPO, capture_output=True, text=True, timeout=60)
     finally:
         stop(listener)
     assert r.returncode == 0 and "replayed 5 messages" in r.stderr and "acknowledge" not in r.stderr, r.stderr
+
+
+LATE_TF_LISTENER = """
+import json, sys, time, rclpy
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from tf2_msgs.msg import TFMessage
+rclpy.init(); n = rclpy.create_node("late_tf_listener")
+deadline = time.monotonic() + 30
+while n.count_publishers("/tf_static") == 0 and time.monotonic() < deadline:
+    rclpy.spin_once(n, timeout_sec=0.05)
+time.sleep(1.0)                 # the replay published /tf_static (and its first /tf) before we subscribe
+got = {"static": [], "tf": []}
+stamp = lambda t: t.header.stamp.sec * 10**9 + t.header.stamp.nanosec
+latched = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+n.create_subscription(TFMessage, "/tf_static", lambda m: got["static"].extend(
+    [t.header.frame_id, t.child_frame_id] for t in m.transforms), latched)
+n.create_subscription(TFMessage, "/tf", lambda m: got["tf"].extend(stamp(t) for t in m.transforms), 100)
+end = time.monotonic() + 4
+while time.monotonic() < end:
+    rclpy.spin_once(n, timeout_sec=0.05)
+print(json.dumps(got))
+"""
+
+
+@pytest.mark.ros
+def test_tf_static_is_latched_for_a_late_subscriber(small_bag):
+    """/tf_static is replayed transient-local: a subscriber that joins after it was sent still gets both static
+    messages (it demonstrably missed the first /tf samples, which are volatile)."""
+    from camfusion_ros.core.recording import ros_typestore
+
+    env = ros_env()
+    listener = start(["-c", LATE_TF_LISTENER], env)
+    replay = start(["-m", "camfusion_ros.nodes.replay", str(small_bag), "--rate", "0.1",
+                    "--topics", "/tf", "/tf_static"], env)
+    try:
+        out, lerr = listener.communicate(timeout=60)
+        _, err = replay.communicate(timeout=60)
+    finally:
+        stop(listener)
+        stop(replay)
+    assert replay.returncode == 0, err
+    got = json.loads(out.strip().splitlines()[-1])
+    from rosbags.highlevel import AnyReader
+
+    with AnyReader([small_bag], default_typestore=ros_typestore()) as r:
+        first_tf = min(m.header.stamp.sec * 10**9 + m.header.stamp.nanosec for c, _, raw in r.messages()
+                       if c.topic == "/tf" for m in r.deserialize(raw, c.msgtype).transforms)
+    assert got["tf"] and min(got["tf"]) > first_tf, "the listener joined before the replay started: no late join"
+    assert sorted(got["static"]) == [["base_link", "camera_link"], ["camera_link", "camera_color_optical_frame"]]

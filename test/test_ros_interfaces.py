@@ -17,6 +17,23 @@ def test_generated_interfaces_import():
     assert QueryText.Request.get_fields_and_field_types() == {"text": "string", "top_k": "uint32"}
 
 
+def test_tf2_msgs_is_upstreams_type():
+    """TFMessage built by make setup (no wheel has it) is upstream's: same fields and the same RIHS01 type hash
+    as rosbags' copy of the upstream Kilted definitions, so real /tf publishers and bags interoperate."""
+    import re
+    import sys
+    from pathlib import Path
+
+    from tf2_msgs.msg import TFMessage
+
+    from camfusion_ros.core.recording import ros_typestore
+
+    assert TFMessage.get_fields_and_field_types() == {"transforms": "sequence<geometry_msgs/TransformStamped>"}
+    desc = (Path(sys.prefix) / "share" / "tf2_msgs" / "msg" / "TFMessage.json").read_text()
+    ours = re.search(r'"type_name": "tf2_msgs/msg/TFMessage",\s*"hash_string": "(RIHS01_[0-9a-f]+)"', desc)
+    assert ours and ours.group(1) == ros_typestore().hash_rihs01("tf2_msgs/msg/TFMessage")
+
+
 def test_instance_array_published_in_one_process_arrives_in_another():
     env = ros_env()
     pub = start([PEER, "pub", "30"], env)

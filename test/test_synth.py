@@ -22,6 +22,7 @@ TOPICS = {
     "/camera/pose": "geometry_msgs/msg/PoseStamped",
     "/camera/instances/image_raw": "sensor_msgs/msg/Image",
 }
+TF_TOPICS = {"/tf": "tf2_msgs/msg/TFMessage", "/tf_static": "tf2_msgs/msg/TFMessage"}   # checked in test_recording
 
 
 def _synth_cmd():
@@ -42,10 +43,11 @@ def test_cli_bag_read_with_plain_rosbags(tmp_path):
     assert summary["frames"] == 30 and summary["objects"] == 6
     with AnyReader([out / "bag"]) as reader:  # plain rosbags, not our reader
         topics = {name: (info.msgtype, info.msgcount) for name, info in reader.topics.items()}
-        assert topics == {t: (ty, 30) for t, ty in TOPICS.items()}
+        assert {t: v for t, v in topics.items() if t not in TF_TOPICS} == {t: (ty, 30) for t, ty in TOPICS.items()}
+        assert {t: topics[t][0] for t in TF_TOPICS} == TF_TOPICS
         stamps: dict[int, set] = {}
         encodings = {}
-        for conn, _, raw in reader.messages():
+        for conn, _, raw in reader.messages(connections=[c for c in reader.connections if c.topic in TOPICS]):
             msg = reader.deserialize(raw, conn.msgtype)
             stamp = msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec
             stamps.setdefault(stamp, set()).add(conn.topic)
@@ -61,6 +63,34 @@ def test_cli_bag_read_with_plain_rosbags(tmp_path):
                          "/camera/instances/image_raw": {"32SC1"}}
     for name in ("points.ply", "classes.json", "instances.json"):
         assert (out / "gt" / name).is_file()
+
+
+def test_cli_compressed_writes_image_transport_topics(tmp_path):
+    """--compressed: colour JPEG on .../compressed, compressedDepth PNG (12-byte header) on .../compressedDepth."""
+    out = tmp_path / "c"
+    res = subprocess.run(_synth_cmd() + ["--out", str(out), "--seed", "1", "--frames", "2", "--objects", "2",
+                                         "--width", "32", "--height", "24", "--compressed"],
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    comp = "sensor_msgs/msg/CompressedImage"
+    expected = dict(TOPICS)
+    del expected["/camera/color/image_raw"], expected["/camera/depth/image_raw"]
+    expected.update({"/camera/color/image_raw/compressed": comp, "/camera/depth/image_raw/compressedDepth": comp})
+    with AnyReader([out / "bag"]) as reader:
+        got = {n: (i.msgtype, i.msgcount) for n, i in reader.topics.items() if n not in TF_TOPICS}
+        assert got == {t: (ty, 2) for t, ty in expected.items()}
+        for conn, _, raw in reader.messages():
+            if conn.msgtype != comp:
+                continue
+            msg = reader.deserialize(raw, conn.msgtype)
+            assert msg.header.frame_id == "camera_color_optical_frame"
+            data = msg.data.tobytes()
+            if conn.topic.endswith("/compressed"):
+                assert msg.format == "rgb8; jpeg compressed bgr8" and data[:3] == b"\xff\xd8\xff"
+            else:
+                assert msg.format == "16UC1; compressedDepth png" and data[12:16] == b"\x89PNG"
+    frames = list(read_frames(out / "bag"))
+    assert len(frames) == 2 and frames[0].rgb.shape == (24, 32, 3) and np.all(frames[0].depth > 0)
 
 
 def test_depth_reprojects_onto_gt_surface(synth_scene):
@@ -175,3 +205,21 @@ def test_custom_classes_and_errors(tmp_path, capsys):
     assert "class file not found" in capsys.readouterr().err
     with pytest.raises(SynthError):
         SynthConfig(frames=0).validate()
+
+
+def test_out_folder_with_a_users_files_gets_the_recording_beside_them(tmp_path, users_files, capsys):
+    from camfusion_ros.datasets.synth_cli import main
+
+    out = tmp_path / "home"
+    intact = users_files(out)
+    main(["--out", str(out), "--frames", "2", "--objects", "2", "--width", "32", "--height", "24"])
+    intact()
+    assert (out / "bag").is_dir() and (out / "gt" / "points.ply").is_file()
+    other = tmp_path / "other"
+    intact = users_files(other, "gt/classes.json")
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exc:
+        main(["--out", str(other), "--frames", "2", "--objects", "2", "--width", "32", "--height", "24"])
+    assert exc.value.code == 2 and "gt already exists there and was not written" in capsys.readouterr().err
+    intact()
+    assert not (other / "bag").exists()

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+from camfusion_ros.child_processes import stop_on_signals
 from camfusion_ros.cli_errors import report_error
 from camfusion_ros.bench.suites import SUITES, check_finite, sanitize
 
@@ -29,6 +30,11 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    with stop_on_signals():            # SIGTERM (timeout, CI) still stops the nodes a suite started
+        return _main(args)
+
+
+def _main(args) -> int:
     try:
         import torch
 

@@ -8,7 +8,6 @@ instance's ``last_seen`` tells which frame it reflects.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -17,6 +16,7 @@ from pathlib import Path
 
 import yaml
 
+from camfusion_ros.child_processes import start_child, stop_child
 from camfusion_ros.bench.timing import progress
 from camfusion_ros.core.recording import read_frames
 from camfusion_ros.ros_env import loopback_env
@@ -68,16 +68,15 @@ def bench_node(bag: Path, rates: tuple[float, ...], device: str, timeout_s: floa
                   "input_qos": "reliable", "input_depth": 100, "fusion_period_s": 0.2, "status_period_s": 0.25,
                   "publish_cloud": True}
         pfile = tmp / "params.yaml"
-        pfile.write_text(yaml.safe_dump({"mapping_node": {"ros__parameters": params}}))
+        pfile.write_text(yaml.safe_dump({"/**/mapping_node": {"ros__parameters": params}}))
         env = loopback_env()
         res: dict = {"runs": []}
         for bag_i, rate in zip(bags, rates):       # a fresh node (empty map) per rate
             progress(f"node e2e: replay at {rate}x")
             log_path = tmp / f"node_{rate}.log"
             log = open(log_path, "w")
-            node = subprocess.Popen([sys.executable, "-m", "camfusion_ros.nodes.mapping_node", "--ros-args",
-                                     "--params-file", str(pfile)], env=env, cwd=REPO, stdout=log,
-                                    stderr=subprocess.STDOUT, start_new_session=True)
+            node = start_child([sys.executable, "-m", "camfusion_ros.nodes.mapping_node", "--ros-args",
+                                "--params-file", str(pfile)], env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
             result_file = tmp / f"probe_{rate}.json"
             try:
                 probe = subprocess.run([sys.executable, "-m", "camfusion_ros.nodes.bench_probe", "--bags", str(bag_i),
@@ -92,7 +91,7 @@ def bench_node(bag: Path, rates: tuple[float, ...], device: str, timeout_s: floa
             except subprocess.TimeoutExpired:
                 run = {"rate": rate, "error": f"node benchmark exceeded {timeout_s:.0f} s"}
             finally:
-                _stop(node)
+                stop_child(node)
                 log.close()
             if "error" in run:
                 run["node_log_tail"] = log_path.read_text()[-1500:]
@@ -108,18 +107,3 @@ def bench_node(bag: Path, rates: tuple[float, ...], device: str, timeout_s: floa
                fps_is="frames processed by the node / (last publication - first frame arrival)")
     progress(f"node section {res['seconds']:.0f} s")
     return res
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    import signal
-
-    if proc.poll() is None:
-        try:
-            os.killpg(proc.pid, signal.SIGINT)
-            proc.wait(timeout=15)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            proc.wait()

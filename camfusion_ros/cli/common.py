@@ -22,6 +22,25 @@ def add_config_args(p: argparse.ArgumentParser) -> None:
                    help="override any config key, e.g. --set tracker.voxel_size=0.03 (repeatable)")
 
 
+def add_pose_args(p: argparse.ArgumentParser) -> None:
+    """Where the camera pose of each frame comes from (robots' bags give it as TF only)."""
+    p.add_argument("--pose-source", choices=("topic", "tf"), default="topic",
+                   help="topic: the PoseStamped pose topic (default); tf: map <- camera from /tf + /tf_static, "
+                        "interpolated at each image stamp")
+    p.add_argument("--map-frame", default="map", help="--pose-source tf: the fixed frame of the map [map]")
+    p.add_argument("--camera-frame", default="",
+                   help="--pose-source tf: the camera frame (default: the colour image's header.frame_id)")
+    p.add_argument("--tf-tolerance", type=float, default=0.01, metavar="S",
+                   help="--pose-source tf: a stamp up to S seconds outside the TF data holds its end sample; "
+                        "further is no transform and the frame is skipped [0.01]")
+
+
+def pose_kwargs(args: argparse.Namespace) -> dict:
+    """read_frames keyword arguments of add_pose_args' options."""
+    return {"pose_source": args.pose_source, "map_frame": args.map_frame, "camera_frame": args.camera_frame,
+            "tf_tolerance_s": args.tf_tolerance}
+
+
 def config_from_args(args: argparse.Namespace, extra: dict | None = None, base: dict | None = None) -> MappingConfig:
     """--config (else ``base``, e.g. a saved map's config), then ``extra``, --set and the flags on top."""
     over: dict = dict(extra or {})

@@ -13,7 +13,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from camfusion_ros.cli.common import add_config_args, config_from_args, quiet_libraries, user_errors
+from camfusion_ros.cli.common import (add_config_args, add_pose_args, config_from_args, pose_kwargs, quiet_libraries,
+                                      user_errors)
 from camfusion_ros.core.frames import FrameError
 from camfusion_ros.core.map_store import check_replaceable
 from camfusion_ros.core.pipeline import MappingPipeline
@@ -22,8 +23,11 @@ from camfusion_ros.core.segmentation import SEGMENTERS
 
 
 def build_map(bag: str, cfg, out: str | None = None, max_frames: int | None = None,
-              progress: bool = True) -> tuple[MappingPipeline, dict]:
-    """Run the pipeline over a recording; returns the pipeline and a summary dict."""
+              progress: bool = True, pose: dict | None = None) -> tuple[MappingPipeline, dict]:
+    """Run the pipeline over a recording; returns the pipeline and a summary dict.
+
+    ``pose``: read_frames' pose options (``pose_source``, ``map_frame``, ...; default: the pose topic).
+    """
     if out:
         check_replaceable(Path(out).absolute())      # refuse a user's folder now, not after the whole run
     info = inspect_recording(bag)
@@ -33,7 +37,7 @@ def build_map(bag: str, cfg, out: str | None = None, max_frames: int | None = No
     skipped: list[str] = []
     t0 = time.perf_counter()
     frames = 0
-    for frame in tqdm(read_frames(bag, max_frames=max_frames), total=total, desc="mapping", unit="frame",
+    for frame in tqdm(read_frames(bag, max_frames=max_frames, **(pose or {})), total=total, desc="mapping", unit="frame",
                       disable=not progress, file=sys.stderr):
         try:
             pipe.process(frame)
@@ -49,6 +53,7 @@ def build_map(bag: str, cfg, out: str | None = None, max_frames: int | None = No
                "instances": len(pipe.instances()), "seconds": round(time.perf_counter() - t0, 3),
                "stage_seconds": {k: round(v, 3) for k, v in pipe.stage_seconds.items()},
                "segmenter": cfg.segmenter.name, "segment_every": cfg.segment_every, "masks": pipe.mask_summary(),
+               "pose_source": (pose or {}).get("pose_source", "topic"),
                "fusion": cfg.fusion.method, "model": pipe.model_name,
                "weights_are_random": bool(getattr(pipe._vlm, "weights_are_random", False)), "map": out}
     for s in skipped[:5]:
@@ -64,12 +69,14 @@ def main(argv: list[str] | None = None) -> int:
                    help="gt and gt_noisy (SAM-like errors made from GT; segmenter.noise.*) need the instance-image topic")
     p.add_argument("--max-frames", type=int)
     p.add_argument("--no-progress", action="store_true")
+    add_pose_args(p)
     add_config_args(p)
     args = p.parse_args(argv)
     quiet_libraries()
     with exit_on_error(*user_errors()):
         cfg = config_from_args(args, {"segmenter.name": args.segmenter} if args.segmenter else None)
-        _, summary = build_map(args.bag, cfg, args.out, args.max_frames, progress=not args.no_progress)
+        _, summary = build_map(args.bag, cfg, args.out, args.max_frames, progress=not args.no_progress,
+                               pose=pose_kwargs(args))
     print(json.dumps(summary))
     return 0
 

@@ -127,11 +127,12 @@ def ros_parameters(doc: dict, node_name: str | None = None) -> dict:
     nodes = {k: v for k, v in doc.items() if isinstance(v, dict) and "ros__parameters" in v}
     if not nodes:
         return doc
-    if node_name and node_name in nodes:
-        return nodes[node_name]["ros__parameters"]
-    if "/**" in nodes:
-        return nodes["/**"]["ros__parameters"]
-    return next(iter(nodes.values()))["ros__parameters"]
+    # rcl's own keys for a node, most specific first: plain, absolute, any namespace, every node
+    for key in ([node_name, f"/{node_name}", f"/**/{node_name}"] if node_name else []) + ["/**"]:
+        if key in nodes:
+            return nodes[key]["ros__parameters"]
+    named = [k for k in nodes if node_name and k.rsplit("/", 1)[-1] == node_name]    # e.g. /robot/mapping_node
+    return nodes[named[0] if named else next(iter(nodes))]["ros__parameters"]
 
 
 def load_config(source: Union[str, os.PathLike, dict, None] = None, overrides: dict | None = None,

@@ -12,18 +12,22 @@ from __future__ import annotations
 import bisect
 import contextlib
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterator
 
 import numpy as np
 
 from camfusion_ros.cli_errors import one_line, report_error
+from camfusion_ros.core.compressed import COMPRESSED_MSGTYPE, TRANSPORT_SUFFIX, CompressedImageError
+from camfusion_ros.core.compressed import decode_color as _compressed_color
+from camfusion_ros.core.compressed import decode_depth as _compressed_depth
 from camfusion_ros.core.frames import RGBDFrame
 from camfusion_ros.core.geometry import pose_matrix
 
-__all__ = ["RecordingTopics", "RecordingError", "read_frames", "inspect_recording", "exit_on_error",
-           "decode_image", "decode_depth", "ros_typestore", "open_recording"]
+__all__ = ["RecordingTopics", "RecordingError", "CorruptImageError", "read_frames", "inspect_recording",
+           "exit_on_error", "decode_image", "decode_depth", "ros_typestore", "open_recording", "POSE_SOURCES",
+           "TF_TOPIC", "TF_STATIC_TOPIC"]
 
 log = logging.getLogger(__name__)
 
@@ -32,8 +36,18 @@ COLOR_ENCODINGS = ("rgb8", "bgr8", "rgba8", "bgra8", "mono8")
 INSTANCE_ENCODINGS = ("32SC1", "16UC1", "mono16", "32UC1")
 
 
+POSE_SOURCES = ("topic", "tf")   # where a frame's camera pose comes from: the pose topic, or /tf + /tf_static
+TF_TOPIC, TF_STATIC_TOPIC = "/tf", "/tf_static"
+TF_TOPICS = (TF_TOPIC, TF_STATIC_TOPIC)
+
+
 class RecordingError(ValueError):
     """A recording that cannot be read; the message is one line a user can act on."""
+
+
+class CorruptImageError(RecordingError):
+    """One image whose compressed payload is damaged: ``read_frames`` skips its frame (counted), a robot bag with
+    one bad JPEG still maps."""
 
 
 @dataclass
@@ -98,18 +112,34 @@ def inspect_recording(path: str | Path) -> dict:
 
 
 def read_frames(bag_path: str | Path, topics: RecordingTopics | None = None, max_frames: int | None = None,
-                tolerance_s: float = 0.05) -> Iterator[RGBDFrame]:
+                tolerance_s: float = 0.05, pose_source: str = "topic", map_frame: str = "map",
+                camera_frame: str = "", tf_tolerance_s: float = 0.01) -> Iterator[RGBDFrame]:
     """Synchronised frames in stamp order.
 
     Colour, depth and the instance image are matched on exactly equal header
     stamps; pose and camera info take the nearest stamp within ``tolerance_s``
     (frames without one are skipped with a warning). Depth comes out in metres.
+    Colour and depth may be ``sensor_msgs/CompressedImage`` (image_transport's
+    ``compressed`` / ``compressedDepth``; detected from the recorded message
+    type, and ``<topic>/compressed`` / ``<topic>/compressedDepth`` are read
+    when the raw topic is absent); a frame whose payload is damaged is skipped
+    with a warning and counted like an unsynchronised one.
+
+    ``pose_source="tf"`` takes the camera pose from ``/tf`` + ``/tf_static``
+    instead of the pose topic: ``T_map_camera`` at the image stamp, interpolated
+    and composed through the tree as tf2 does (core/transforms.py); the camera
+    frame is the colour image's ``header.frame_id`` unless ``camera_frame`` is
+    given. A frame without a transform (missing link, or a stamp more than
+    ``tf_tolerance_s`` outside the data) is skipped with a warning.
     """
     topics = topics or RecordingTopics()
+    if pose_source not in POSE_SOURCES:
+        raise RecordingError(f"pose source must be one of {', '.join(POSE_SOURCES)}, got {pose_source!r}")
     path = Path(bag_path)
     reader = open_recording(path)
+    tf = _TfSource(map_frame, camera_frame, int(tf_tolerance_s * 1e9)) if pose_source == "tf" else None
     try:
-        yield from _frames(reader, path, topics, max_frames, int(tolerance_s * 1e9))
+        yield from _frames(reader, path, topics, max_frames, int(tolerance_s * 1e9), tf)
     except RecordingError:
         raise
     except Exception as exc:  # a damaged chunk shows up as any decode error while streaming
@@ -118,19 +148,30 @@ def read_frames(bag_path: str | Path, topics: RecordingTopics | None = None, max
         reader.close()
 
 
-def _frames(reader, path: Path, topics: RecordingTopics, max_frames: int | None, tol_ns: int) -> Iterator[RGBDFrame]:
+def _frames(reader, path: Path, topics: RecordingTopics, max_frames: int | None, tol_ns: int,
+            tf: "_TfSource | None" = None) -> Iterator[RGBDFrame]:
     by_topic: dict[str, list] = {}
     for c in reader.connections:
         by_topic.setdefault(c.topic, []).append(c)
-    missing = [f"{role} ({name})" for role, name in topics.required().items() if name not in by_topic]
+    topics = _compressed_fallback(topics, by_topic)
+    required = topics.required()
+    if tf is not None:
+        required.pop("pose")
+        if not any(t in by_topic for t in TF_TOPICS):
+            required["tf"] = " or ".join(TF_TOPICS)
+    missing = [f"{role} ({name})" for role, name in required.items() if name not in by_topic]
     if missing:
         raise RecordingError(f"{path}: missing required topic {', '.join(missing)}; topics present: "
                              f"{', '.join(sorted(by_topic)) or 'none'}")
     # Small messages first: pose and intrinsics for the whole recording.
     poses: list[tuple[int, np.ndarray]] = []
     infos: list[tuple[int, np.ndarray]] = []
-    for conn, _, raw in reader.messages(connections=by_topic[topics.pose] + by_topic[topics.camera_info]):
+    pose_conns = [c for t in TF_TOPICS for c in by_topic.get(t, [])] if tf is not None else by_topic[topics.pose]
+    for conn, _, raw in reader.messages(connections=pose_conns + by_topic[topics.camera_info]):
         msg = reader.deserialize(raw, conn.msgtype)
+        if tf is not None and conn.topic in TF_TOPICS:
+            tf.add(msg, static=conn.topic == TF_STATIC_TOPIC, where=path)
+            continue
         stamp = _stamp(msg.header)
         if conn.topic == topics.pose:
             T = _pose_matrix(msg)
@@ -152,8 +193,11 @@ def _frames(reader, path: Path, topics: RecordingTopics, max_frames: int | None,
 
     def build(stamp: int, parts: dict) -> RGBDFrame | None:
         nonlocal skipped
-        T = _nearest(pose_t, poses, stamp, tol_ns)
+        T = _nearest(pose_t, poses, stamp, tol_ns) if tf is None else tf.pose(stamp, parts["frame_id"], path)
         K = _nearest(info_t, infos, stamp, tol_ns)
+        if T is None and tf is not None:
+            skipped += 1
+            return None
         if T is None or K is None:
             skipped += 1
             log.warning("%s: frame at %d ns has no %s within %.3f s; skipped", path, stamp,
@@ -175,13 +219,17 @@ def _frames(reader, path: Path, topics: RecordingTopics, max_frames: int | None,
             msg = reader.deserialize(raw, conn.msgtype)
             stamp = _stamp(msg.header)
             parts = pending.setdefault(stamp, {})
-            if conn.topic == topics.color:
-                parts["rgb"] = decode_image(msg, conn.topic)
-                parts["frame_id"] = msg.header.frame_id
-            elif conn.topic == topics.depth:
-                parts["depth"] = decode_depth(msg, conn.topic)
-            else:
-                parts["inst"] = decode_instances(msg, conn.topic)
+            try:
+                if conn.topic == topics.color:
+                    parts["rgb"] = decode_image(msg, conn.topic)
+                    parts["frame_id"] = msg.header.frame_id
+                elif conn.topic == topics.depth:
+                    parts["depth"] = decode_depth(msg, conn.topic)
+                else:
+                    parts["inst"] = decode_instances(msg, conn.topic)
+            except CorruptImageError as exc:   # the frame goes without this part: skipped and counted below
+                log.warning("%s: frame at %d ns: %s", path, stamp, exc)
+                continue
             for s in sorted(pending):
                 if not (complete(pending[s]) or s < stamp - tol_ns):
                     break
@@ -205,6 +253,23 @@ def _frames(reader, path: Path, topics: RecordingTopics, max_frames: int | None,
         log.warning("%s: %d frame(s) skipped (incomplete or unsynchronised)", path, skipped)
 
 
+def _compressed_fallback(topics: RecordingTopics, by_topic: dict) -> RecordingTopics:
+    """Read ``<colour>/compressed`` / ``<depth>/compressedDepth`` when the configured raw topic is not recorded.
+
+    Robot bags record image_transport's compressed topics beside (or instead of) the raw ones; the message
+    type of the topic read then decides how each message is decoded (``decode_image`` / ``decode_depth``).
+    """
+    changes = {}
+    for role, suffixes in (("color", (TRANSPORT_SUFFIX["color"],)),
+                           ("depth", (TRANSPORT_SUFFIX["depth"], TRANSPORT_SUFFIX["color"]))):
+        name = getattr(topics, role)
+        if name and name not in by_topic:
+            found = [name + s for s in suffixes if name + s in by_topic]
+            if found:
+                changes[role] = found[0]
+    return replace(topics, **changes) if changes else topics
+
+
 def _stamp(header) -> int:
     return int(header.stamp.sec) * 1_000_000_000 + int(header.stamp.nanosec)
 
@@ -215,6 +280,34 @@ def _nearest(times: list[int], values: list, stamp: int, tol_ns: int):
     i = bisect.bisect_left(times, stamp)
     best = min((j for j in (i - 1, i) if 0 <= j < len(times)), key=lambda j: abs(times[j] - stamp))
     return values[best][1] if abs(times[best] - stamp) <= tol_ns else None
+
+
+class _TfSource:
+    """The camera poses of a recording from its /tf and /tf_static (all of it: no cache limit offline)."""
+
+    def __init__(self, map_frame: str, camera_frame: str, tolerance_ns: int) -> None:
+        from camfusion_ros.core.transforms import TransformBuffer
+
+        self.map_frame, self.camera_frame, self.tolerance_ns = map_frame, camera_frame, tolerance_ns
+        self.buffer = TransformBuffer(cache_ns=None)
+        self._warned = 0
+
+    def add(self, msg, static: bool, where: Path) -> None:
+        _, errors = self.buffer.add_message(msg, static=static)
+        for e in errors[:max(0, 5 - self._warned)]:
+            log.warning("%s: transform ignored: %s", where, e)
+        self._warned += len(errors)
+
+    def pose(self, stamp: int, image_frame: str, where: Path) -> np.ndarray | None:
+        from camfusion_ros.core.transforms import TransformError
+
+        camera = self.camera_frame or image_frame
+        try:
+            return self.buffer.lookup(self.map_frame, camera, stamp, self.tolerance_ns)
+        except TransformError as exc:
+            log.warning("%s: frame at %d ns has no transform %s <- %s (%s); skipped", where, stamp,
+                        self.map_frame, camera, exc)
+            return None
 
 
 def _pose_matrix(msg) -> np.ndarray | None:
@@ -238,8 +331,20 @@ def _pixels(msg, topic: str, dtype: np.dtype, channels: int) -> np.ndarray:
     return arr.astype(dtype.newbyteorder("="), copy=False)
 
 
+def _decode_compressed(decode, msg, topic: str) -> np.ndarray:
+    """A CompressedImage through core/compressed.py: damaged payloads become CorruptImageError (the frame is
+    skipped), unsupported formats RecordingError (every frame would fail: stop with the reason)."""
+    try:
+        return decode(msg.format, msg.data)
+    except CompressedImageError as exc:
+        cls = CorruptImageError if exc.reason == "bad_compressed" else RecordingError
+        raise cls(f"{topic}: {exc}") from None
+
+
 def decode_image(msg, topic: str = "image") -> np.ndarray:
-    """uint8 (H, W, 3) RGB from rgb8/bgr8/rgba8/bgra8/mono8."""
+    """uint8 (H, W, 3) RGB from rgb8/bgr8/rgba8/bgra8/mono8, or a CompressedImage (JPEG/PNG)."""
+    if getattr(msg, "__msgtype__", "") == COMPRESSED_MSGTYPE:
+        return _decode_compressed(_compressed_color, msg, topic)
     enc = msg.encoding
     if enc not in COLOR_ENCODINGS:
         raise RecordingError(f"{topic}: unknown colour encoding {enc!r} (supported: {', '.join(COLOR_ENCODINGS)})")
@@ -251,7 +356,10 @@ def decode_image(msg, topic: str = "image") -> np.ndarray:
 
 
 def decode_depth(msg, topic: str = "depth") -> np.ndarray:
-    """float32 metres from 16UC1/mono16 (millimetres) or 32FC1 (metres); no reading = 0."""
+    """float32 metres from 16UC1/mono16 (millimetres) or 32FC1 (metres), or a compressedDepth CompressedImage
+    (PNG; RVL refused); no reading = 0."""
+    if getattr(msg, "__msgtype__", "") == COMPRESSED_MSGTYPE:
+        return _decode_compressed(_compressed_depth, msg, topic)
     unit = DEPTH_ENCODINGS.get(msg.encoding)
     if unit is None:
         raise RecordingError(f"{topic}: unknown depth encoding {msg.encoding!r} (supported: 16UC1 mm, 32FC1 m)")

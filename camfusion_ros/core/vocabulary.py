@@ -49,7 +49,7 @@ def resolve_names(cfg: VocabularyConfig) -> list[str]:
     """Class names from the inline list or the shipped list / file cfg.source names."""
     if cfg.names:
         return list(cfg.names)
-    from ..eval.class_lists import ClassListError, load_vocabulary
+    from camfusion_ros.core.class_lists import ClassListError, load_vocabulary
 
     try:
         return load_vocabulary(cfg.source)

@@ -6,6 +6,7 @@ import json
 import sys
 from pathlib import Path
 
+from camfusion_ros.core.output_folder import OutputFolderError
 from camfusion_ros.core.recording import exit_on_error
 from camfusion_ros.resources import config_file
 from camfusion_ros.datasets.bag_writer import DEPTH_ENCODINGS, BagWriterError
@@ -24,6 +25,9 @@ def _parser() -> argparse.ArgumentParser:
         s.add_argument("--stride", type=int, default=d.stride)
         s.add_argument("--fps", type=float, default=d.fps, help="source frame rate (sets the stamps)")
         s.add_argument("--depth-encoding", choices=DEPTH_ENCODINGS, default=d.depth_encoding)
+        s.add_argument("--compressed", action="store_true",
+                       help="write colour as CompressedImage JPEG (<colour topic>/compressed) and depth as "
+                            "compressedDepth PNG (<depth topic>/compressedDepth), as image_transport records them")
         s.add_argument("--no-progress", action="store_true")
         if name == "replica":
             s.add_argument("--mesh", type=Path, help="scene mesh (default SRC/../<scene>_mesh.ply)")
@@ -41,8 +45,9 @@ REPLICA_EVAL_INFO = config_file("datasets", "replica_eval_info.yaml")
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     cfg = ConvertConfig(max_frames=args.max_frames, stride=args.stride, fps=args.fps,
-                        depth_encoding=args.depth_encoding, progress=not args.no_progress)
-    with exit_on_error(ConversionError, BagWriterError, OSError):
+                        depth_encoding=args.depth_encoding, compressed=args.compressed,
+                        progress=not args.no_progress)
+    with exit_on_error(ConversionError, BagWriterError, OutputFolderError, OSError):
         if not args.src.is_dir():
             raise ConversionError(f"source folder not found: {args.src}")
         if args.fps <= 0:

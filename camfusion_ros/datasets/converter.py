@@ -9,7 +9,9 @@ from typing import Callable, Iterable, Optional, Sequence
 import numpy as np
 from tqdm import tqdm
 
+from camfusion_ros.core.output_folder import claim_outputs
 from camfusion_ros.datasets.bag_writer import BagWriter
+from camfusion_ros.datasets.gt_writer import RECORDING_ENTRIES
 
 __all__ = ["ConversionError", "ConvertConfig", "ConvertedFrame", "select_frames", "write_bag", "read_image",
            "read_matrix", "numbered", "fix_rotation"]
@@ -27,6 +29,7 @@ class ConvertConfig:
     stride: int = 1
     fps: float = 30.0                      # source frame rate; stamps = frame number / fps
     depth_encoding: str = "16UC1"
+    compressed: bool = False               # CompressedImage JPEG colour + compressedDepth PNG depth (image_transport)
     progress: bool = True
 
 
@@ -51,10 +54,12 @@ def select_frames(numbers: Sequence[int], cfg: ConvertConfig) -> list[int]:
 def write_bag(out_dir: Path, numbers: Sequence[int], load: Callable[[int], Optional[ConvertedFrame]],
               cfg: ConvertConfig, desc: str) -> dict:
     """Load and write the chosen frames; ``load`` returns None to skip a frame (counted)."""
+    claim_outputs(out_dir, "camfusion-convert", RECORDING_ENTRIES)
     period = 1e9 / cfg.fps
     written = skipped = 0
     numbers = list(numbers)
-    with BagWriter(Path(out_dir) / "bag", depth_encoding=cfg.depth_encoding, with_instances=False) as writer:
+    with BagWriter(Path(out_dir) / "bag", depth_encoding=cfg.depth_encoding, with_instances=False,
+                   compressed=cfg.compressed) as writer:
         for n in tqdm(numbers, desc=desc, unit="frame", disable=not cfg.progress or len(numbers) < 20, file=sys.stderr):
             frame = load(n)
             if frame is None:

@@ -21,8 +21,9 @@ from typing import Optional, Sequence
 import numpy as np
 import trimesh
 
+from camfusion_ros.core.output_folder import claim_outputs
 from camfusion_ros.datasets.bag_writer import DEPTH_ENCODINGS, BagWriter
-from camfusion_ros.datasets.gt_writer import write_gt
+from camfusion_ros.datasets.gt_writer import RECORDING_ENTRIES, write_gt
 from camfusion_ros.datasets.render import EmbreeRenderer, intrinsics
 from camfusion_ros.datasets.scene import BACKGROUND_CLASSES, DEFAULT_CLASSES, Scene, SceneError, build_scene
 
@@ -44,6 +45,7 @@ class SynthConfig:
     seed: int = 0
     classes: Optional[Sequence[str]] = None   # None = DEFAULT_CLASSES
     depth_encoding: str = "16UC1"
+    compressed: bool = False                 # colour JPEG on .../compressed, depth PNG on .../compressedDepth
     fps: float = 10.0
     hfov_deg: float = 70.0
     gt_spacing_m: float = 0.012              # mean spacing of ground-truth surface samples
@@ -89,7 +91,7 @@ def run(out_dir: str | Path, cfg: SynthConfig | None = None) -> dict:
     """Generate a recording; return a summary dict (frames, objects, seconds, paths)."""
     cfg = (cfg or SynthConfig()).validate()
     t0 = time.perf_counter()
-    out = Path(out_dir)
+    out = claim_outputs(out_dir, "camfusion-synth", RECORDING_ENTRIES)
     rng = np.random.default_rng(cfg.seed)
     try:
         scene = build_scene(cfg.objects, list(cfg.classes) if cfg.classes is not None else list(DEFAULT_CLASSES), rng)
@@ -99,7 +101,7 @@ def run(out_dir: str | Path, cfg: SynthConfig | None = None) -> dict:
     K = intrinsics(cfg.width, cfg.height, cfg.hfov_deg)
     renderer = EmbreeRenderer(scene)
     period = int(round(1e9 / cfg.fps))
-    with BagWriter(out / "bag", depth_encoding=cfg.depth_encoding) as writer:
+    with BagWriter(out / "bag", depth_encoding=cfg.depth_encoding, compressed=cfg.compressed) as writer:
         for i, T in enumerate(poses):
             rgb, depth, inst = renderer.render(K, T, cfg.width, cfg.height)
             writer.write_frame(START_NS + i * period, rgb, depth, K, T, inst)

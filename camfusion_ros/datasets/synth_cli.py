@@ -6,6 +6,7 @@ import json
 import sys
 from pathlib import Path
 
+from camfusion_ros.core.output_folder import OutputFolderError
 from camfusion_ros.core.recording import exit_on_error
 from camfusion_ros.datasets.bag_writer import DEPTH_ENCODINGS, BagWriterError
 from camfusion_ros.datasets.synth import SynthConfig, SynthError, run
@@ -23,6 +24,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--fps", type=float, default=d.fps)
     p.add_argument("--classes", type=Path, help="text file, one class name per line (default: built-in indoor list)")
     p.add_argument("--depth-encoding", choices=DEPTH_ENCODINGS, default=d.depth_encoding)
+    p.add_argument("--compressed", action="store_true",
+                   help="write colour as CompressedImage JPEG on <colour topic>/compressed and depth as "
+                        "compressedDepth PNG on <depth topic>/compressedDepth, as image_transport records them")
     return p
 
 
@@ -41,10 +45,11 @@ def read_class_file(path: Path) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    with exit_on_error(SynthError, BagWriterError, OSError):
+    with exit_on_error(SynthError, BagWriterError, OutputFolderError, OSError):
         classes = read_class_file(args.classes) if args.classes else None
         cfg = SynthConfig(frames=args.frames, objects=args.objects, width=args.width, height=args.height,
-                          seed=args.seed, classes=classes, depth_encoding=args.depth_encoding, fps=args.fps)
+                          seed=args.seed, classes=classes, depth_encoding=args.depth_encoding, fps=args.fps,
+                          compressed=args.compressed)
         summary = run(args.out, cfg)
     print(json.dumps(summary))
     return 0

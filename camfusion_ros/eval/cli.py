@@ -9,13 +9,15 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from camfusion_ros.cli.common import add_pose_args, pose_kwargs
 from camfusion_ros.cli_errors import report_error
-from .class_lists import ClassListError, available_vocabularies, frequency_splits, load_splits, load_vocabulary
+from camfusion_ros.core.output_folder import OutputFolderError, claim_outputs
+from camfusion_ros.core.class_lists import ClassListError, available_vocabularies, frequency_splits, load_splits, load_vocabulary
 from .evaluate import EvalConfig, evaluate_map
 from .gt import GroundTruth, load_gt
 from .map_view import MapView, load_map_view
 from .metrics import EvalError
-from .report import write_report
+from .report import report_names, write_report
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -30,6 +32,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--fusion", help="comma-separated fusers to compare by re-fusing the saved views, e.g. avg,l1medoid,camfusion")
     p.add_argument("--checkpoint", type=Path, help="CAMFusion checkpoint for --fusion camfusion")
     p.add_argument("--config", type=Path, help="mapping config YAML for --bag")
+    add_pose_args(p)
     p.add_argument("--device", help="torch device for the VLM / CAMFusion (default: the map's config)")
     p.add_argument("--out", type=Path, default=Path("eval_report"), help="report directory [eval_report]")
     p.add_argument("--distance", type=float, default=d.distance, help=f"label transfer radius in m [{d.distance}]")
@@ -73,7 +76,7 @@ def _normalize(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
 
 
-def map_bag(bag: Path, config: Optional[Path], out: Path, device: Optional[str]) -> Path:
+def map_bag(bag: Path, config: Optional[Path], out: Path, device: Optional[str], pose: Optional[dict] = None) -> Path:
     """Map the recording once, as camfusion-map does, and save the map (with its per-view descriptors)."""
     from dataclasses import replace
 
@@ -83,7 +86,7 @@ def map_bag(bag: Path, config: Optional[Path], out: Path, device: Optional[str])
     cfg = load_config(config)
     if device:
         cfg = replace(cfg, vlm=replace(cfg.vlm, device=device))
-    build_map(str(bag), cfg, str(out / "map"))
+    build_map(str(bag), cfg, str(out / "map"), pose=pose)
     return out / "map"
 
 
@@ -116,12 +119,14 @@ def run(args: argparse.Namespace) -> dict:
     gt = load_gt(args.gt)
     splits, inst_splits, splits_src = choose_splits(args, gt)
     vocab = load_vocabulary(args.vocab) if args.vocab else None
-    map_dir = map_bag(args.bag, args.config, args.out, args.device) if args.bag else args.map
+    fusions = [f.strip() for f in args.fusion.split(",") if f.strip()] if args.fusion else []
+    # Before any long work: the report (and the map of --bag) must not land on a user's files.
+    claim_outputs(args.out, "camfusion-eval", report_names(fusions or ["map"]) + (["map"] if args.bag else []))
+    map_dir = map_bag(args.bag, args.config, args.out, args.device, pose_kwargs(args)) if args.bag else args.map
     view = load_map_view(map_dir)
     info = {"map": str(map_dir), "ground truth": str(args.gt), "GT points": len(gt.xyz),
             "map points": len(view.xyz), "transfer distance (m)": cfg.distance,
             "min region size": cfg.min_region_size, "splits": splits_src}
-    fusions = [f.strip() for f in args.fusion.split(",") if f.strip()] if args.fusion else []
     if fusions or vocab is not None:
         names = vocab or list(gt.names)
         text = text_embeddings(names, view.meta, args.device)
@@ -147,7 +152,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
     try:
         res = run(args)
-    except (EvalError, ClassListError) as e:
+    except (EvalError, ClassListError, OutputFolderError) as e:
         return report_error(e)
     except (ValueError, OSError, ImportError) as e:   # readable errors from the core (fusion, VLM, bag, ...)
         return report_error(f"{type(e).__name__}: {e}")

@@ -1,8 +1,11 @@
 """ROS message <-> numpy conversions for the node (cv_bridge is not installable here).
 
 Every rejection raises ``ConversionError`` whose ``reason`` is a short counter
-key (``encoding``, ``size``, ``empty``, ``depth``, ``camera_info``, ``pose``),
-so the node can count drops per reason and log one readable line.
+key (``encoding``, ``size``, ``empty``, ``depth``, ``camera_info``, ``pose``,
+``bad_compressed``), so the node can count drops per reason and log one
+readable line. Colour and depth also arrive as ``CompressedImage``
+(image_transport's ``compressed`` / ``compressedDepth``), decoded by
+``core/compressed.py`` exactly as the bag reader decodes them.
 """
 from __future__ import annotations
 
@@ -13,16 +16,17 @@ import numpy as np
 from builtin_interfaces.msg import Time
 from geometry_msgs.msg import Point, Pose, PoseStamped, Quaternion
 from nav_msgs.msg import Odometry
-from sensor_msgs.msg import CameraInfo, Image, PointCloud2, PointField
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2, PointField
 from std_msgs.msg import Header
 
+from camfusion_ros.core import compressed
 from camfusion_ros.core.geometry import matrix_to_quaternion, pose_matrix
 from camfusion_ros.msg import Instance
 
 __all__ = ["ConversionError", "IMAGE_ENCODINGS", "COLOR_ENCODINGS", "DEPTH_ENCODINGS", "image_to_numpy",
            "numpy_to_image", "color_from_msg", "depth_from_msg", "instances_from_msg", "camera_info_to_K",
            "pose_to_matrix", "matrix_to_pose", "stamp_to_ns", "ns_to_stamp", "instance_to_msg", "cloud_to_msg",
-           "cloud_from_msg"]
+           "cloud_from_msg", "image_input"]
 
 # encoding -> (dtype, channels)
 IMAGE_ENCODINGS: dict[str, tuple[np.dtype, int]] = {
@@ -92,18 +96,39 @@ def numpy_to_image(arr: np.ndarray, encoding: str, header: Header | None = None)
     return msg
 
 
-def color_from_msg(msg: Image) -> np.ndarray:
-    """uint8 (H, W, 3) RGB from rgb8 / bgr8 / mono8."""
+def _from_compressed(decode, msg: CompressedImage) -> np.ndarray:
+    """The core decoder's reason (bad_compressed / encoding) becomes the node's drop-counter key."""
+    try:
+        return decode(msg.format, msg.data)
+    except compressed.CompressedImageError as exc:
+        raise ConversionError(exc.reason, str(exc)) from None
+
+
+def image_input(topic: str, transport: str, stream: str) -> tuple[type, str]:
+    """(message class, topic) a colour/depth subscription uses: CompressedImage on image_transport's
+    ``/compressed`` / ``/compressedDepth`` topics (by suffix with ``auto``, or appended with ``compressed``)."""
+    name, is_compressed = compressed.input_topic(topic, transport, stream)
+    return (CompressedImage if is_compressed else Image), name
+
+
+def color_from_msg(msg: Image | CompressedImage) -> np.ndarray:
+    """uint8 (H, W, 3) RGB from rgb8 / bgr8 / mono8, or a CompressedImage (JPEG / PNG)."""
+    if isinstance(msg, CompressedImage):
+        return _from_compressed(compressed.decode_color, msg)
     arr = image_to_numpy(msg, COLOR_ENCODINGS)
     if msg.encoding == "mono8":
         return np.repeat(arr[:, :, None], 3, axis=2)
     return np.ascontiguousarray(arr[:, :, ::-1]) if msg.encoding == "bgr8" else arr
 
 
-def depth_from_msg(msg: Image) -> np.ndarray:
-    """float32 metres from 16UC1 (mm) or 32FC1 (m); non-finite or negative = 0 (no reading)."""
-    arr = image_to_numpy(msg, DEPTH_ENCODINGS)
-    d = arr.astype(np.float32) / np.float32(1000.0) if msg.encoding == "16UC1" else arr.astype(np.float32, copy=True)
+def depth_from_msg(msg: Image | CompressedImage) -> np.ndarray:
+    """float32 metres from 16UC1 (mm) or 32FC1 (m), or a compressedDepth CompressedImage (PNG; RVL refused);
+    non-finite or negative = 0 (no reading)."""
+    if isinstance(msg, CompressedImage):
+        d = _from_compressed(compressed.decode_depth, msg)
+    else:
+        arr = image_to_numpy(msg, DEPTH_ENCODINGS)
+        d = arr.astype(np.float32) / np.float32(1000.0) if msg.encoding == "16UC1" else arr.astype(np.float32)
     d[~np.isfinite(d) | (d < 0)] = 0.0
     if not np.any(d > 0):
         raise ConversionError("depth", "depth image has no valid reading (all zero / NaN / inf)")

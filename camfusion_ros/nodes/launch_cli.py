@@ -9,11 +9,11 @@ from __future__ import annotations
 import argparse
 import os
 import signal
-import subprocess
 import sys
 from pathlib import Path
 from typing import Sequence
 
+from camfusion_ros.child_processes import start_child
 from camfusion_ros.cli_errors import report_error
 
 __all__ = ["main", "LAUNCH_ARGUMENTS", "build_command", "default_config"]
@@ -29,6 +29,7 @@ LAUNCH_ARGUMENTS: dict[str, tuple[str, str]] = {
     "depth_topic": ("/camera/depth/image_raw", "remap of the depth image topic"),
     "camera_info_topic": ("/camera/color/camera_info", "remap of the CameraInfo topic"),
     "pose_topic": ("/camera/pose", "remap of the pose topic"),
+    "namespace": ("", "node namespace, e.g. robot (the parameters file's /**/mapping_node key still applies)"),
 }
 REMAPS = {"color_topic": "/camera/color/image_raw", "depth_topic": "/camera/depth/image_raw",
           "camera_info_topic": "/camera/color/camera_info", "pose_topic": "/camera/pose"}
@@ -70,6 +71,8 @@ def build_command(args: argparse.Namespace) -> list[str]:
     for name, original in REMAPS.items():
         if getattr(args, name) != original:
             cmd += ["-r", f"{original}:={getattr(args, name)}"]
+    if args.namespace:
+        cmd += ["-r", f"__ns:=/{args.namespace.strip('/')}"]
     return cmd
 
 
@@ -82,7 +85,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.dry_run:
         print(" ".join(cmd))
         return 0
-    proc = subprocess.Popen(cmd)
+    proc = start_child(cmd)            # dies with this process even if it is killed outright
 
     def forward(sig, _frame):
         if proc.poll() is None:

@@ -10,13 +10,19 @@ from __future__ import annotations
 import collections
 import json
 import os
+import re
 import shutil
+import signal
 import sys
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence
+
+if __name__ == "__main__":          # python -m: in force before the heavy imports below (see node_exit)
+    from camfusion_ros.nodes.node_exit import stop_quietly_until_ros_is_up
+    stop_quietly_until_ros_is_up()
 
 import numpy as np
 import rclpy
@@ -34,18 +40,20 @@ from std_msgs.msg import Header
 from std_srvs.srv import Trigger
 from visualization_msgs.msg import MarkerArray
 
-from camfusion_ros.cli_errors import report_error
+from camfusion_ros.cli_errors import one_line, report_error
 from camfusion_ros.core.config import ConfigError, MappingConfig, flatten, from_dict, load_config, unflatten
 from camfusion_ros.core.frames import FrameError, RGBDFrame
+from camfusion_ros.core.output_folder import claim_outputs
 from camfusion_ros.core.recording import RecordingTopics
 from camfusion_ros.core.segmentation import GT_SEGMENTERS
 from camfusion_ros.nodes.requests import check_text, check_top_k, check_vocabulary, confined_path, map_root
 from camfusion_ros.msg import InstanceArray
 from camfusion_ros.nodes.conversions import (ConversionError, camera_info_to_K, cloud_to_msg, color_from_msg,
-                                             depth_from_msg, instance_to_msg, instances_from_msg,
+                                             depth_from_msg, image_input, instance_to_msg, instances_from_msg,
                                              pose_to_matrix, stamp_to_ns)
 from camfusion_ros.nodes.markers import MarkerBuilder
 from camfusion_ros.nodes.sync import ApproximateSync
+from camfusion_ros.nodes.tf_listener import TfPoseSource
 from camfusion_ros.srv import LoadMap, QueryLabels, QueryText, SaveMap
 
 __all__ = ["NodeConfig", "TopicsConfig", "MappingNode", "main", "node_parameter_defaults", "save_map_atomic",
@@ -53,6 +61,7 @@ __all__ = ["NodeConfig", "TopicsConfig", "MappingNode", "main", "node_parameter_
 
 NODE_NAME = "mapping_node"
 AUTOSAVE_LINK = "map"          # <autosave_folder>/map -> snapshots/<n>, swapped atomically
+SNAPSHOT_NAME = re.compile(r"\d{20}")   # snapshots/<time_ns, 20 digits>: the only names autosave prunes
 
 
 @dataclass
@@ -63,7 +72,14 @@ class TopicsConfig(RecordingTopics):
 @dataclass
 class NodeConfig:
     topics: TopicsConfig = field(default_factory=TopicsConfig)
+    color_transport: str = "auto"           # auto (by topic suffix) | raw | compressed: sensor_msgs/CompressedImage
+    depth_transport: str = "auto"           # auto | raw | compressed (image_transport's compressedDepth)
     pose_type: str = "PoseStamped"          # PoseStamped | Odometry
+    pose_source: str = "topic"              # topic (topics.pose) | tf (/tf + /tf_static, nodes/tf_listener.py)
+    camera_frame: str = ""                  # tf: the camera frame ("" = the colour image's header.frame_id)
+    tf_wait_s: float = 0.5                  # tf: how long a frame may wait for its transform
+    tf_tolerance_s: float = 0.01            # tf: a stamp this far past the TF data holds the end sample
+    tf_cache_s: float = 10.0                # tf: seconds of transforms kept per link
     sync_tolerance_s: float = 0.02          # colour/depth/info/pose stamps must lie this close
     sync_buffer: int = 10                   # messages buffered per input topic while waiting for a match
     input_qos: str = "sensor_data"          # sensor_data (best effort) | reliable
@@ -84,10 +100,17 @@ class NodeConfig:
     def validate(self) -> "NodeConfig":
         if self.pose_type not in ("PoseStamped", "Odometry"):
             raise ConfigError(f"pose_type must be PoseStamped or Odometry, got {self.pose_type!r}")
+        if self.pose_source not in ("topic", "tf"):
+            raise ConfigError(f"pose_source must be topic or tf, got {self.pose_source!r}")
+        if self.tf_wait_s < 0 or self.tf_tolerance_s < 0 or self.tf_cache_s <= self.tf_wait_s:
+            raise ConfigError("tf_wait_s and tf_tolerance_s must be >= 0 and tf_cache_s > tf_wait_s")
         if self.drop_policy not in ("drop_oldest", "drop_newest"):
             raise ConfigError(f"drop_policy must be drop_oldest or drop_newest, got {self.drop_policy!r}")
         if self.input_qos not in ("sensor_data", "reliable"):
             raise ConfigError(f"input_qos must be sensor_data or reliable, got {self.input_qos!r}")
+        for key in ("color_transport", "depth_transport"):
+            if getattr(self, key) not in ("auto", "raw", "compressed"):
+                raise ConfigError(f"{key} must be auto, raw or compressed, got {getattr(self, key)!r}")
         if self.queue_size < 1 or self.sync_buffer < 1 or self.input_depth < 1:
             raise ConfigError("queue_size, sync_buffer and input_depth must be >= 1")
         if self.sync_tolerance_s < 0 or self.fusion_period_s <= 0 or self.status_period_s <= 0:
@@ -98,12 +121,24 @@ class NodeConfig:
 
 
 NODE_DESCRIPTIONS = {
-    "topics.color": "colour image topic (rgb8, bgr8 or mono8)",
-    "topics.depth": "depth image topic (16UC1 millimetres or 32FC1 metres)",
+    "topics.color": "colour image topic (rgb8, bgr8 or mono8; JPEG/PNG CompressedImage: see color_transport)",
+    "topics.depth": "depth image topic (16UC1 millimetres or 32FC1 metres; compressedDepth: see depth_transport)",
     "topics.camera_info": "CameraInfo of the (registered) depth/colour images",
     "topics.pose": "camera-to-map pose topic (see pose_type)",
     "topics.instances": "ground-truth instance image (32SC1), read only when segmenter.name is gt or gt_noisy",
+    "color_transport": "auto (CompressedImage when topics.color ends in /compressed), raw (Image) or compressed "
+                       "(CompressedImage JPEG/PNG on topics.color, + /compressed unless it ends so)",
+    "depth_transport": "auto (CompressedImage when topics.depth ends in /compressedDepth), raw (Image) or compressed "
+                       "(compressedDepth PNG on topics.depth, + /compressedDepth unless it ends so)",
     "pose_type": "message type of the pose topic: PoseStamped or Odometry",
+    "pose_source": "topic: the camera pose from topics.pose; tf: map_frame <- camera frame from /tf + /tf_static at "
+                   "each image stamp (interpolated; frames without one are dropped as no_transform)",
+    "camera_frame": "pose_source tf: the camera frame to look up (empty: the colour image's header.frame_id)",
+    "tf_wait_s": "pose_source tf: seconds a frame waits for its transform (node clock, i.e. bag time under "
+                 "use_sim_time; also given up once TF this much newer arrived)",
+    "tf_tolerance_s": "pose_source tf: after the wait, a stamp up to this far outside the TF data holds the end "
+                      "sample; beyond it the frame is dropped (no_transform)",
+    "tf_cache_s": "pose_source tf: seconds of transforms kept per link (tf2's cache time)",
     "sync_tolerance_s": "approximate-time synchronisation tolerance in seconds",
     "sync_buffer": "messages buffered per input topic while waiting for a match",
     "input_qos": "input subscription QoS: sensor_data (best effort) or reliable",
@@ -117,7 +152,8 @@ NODE_DESCRIPTIONS = {
     "reload_on_start": "load <autosave_folder>/map at start when it exists",
     "map_root": "save_map/load_map requests may only touch paths inside this folder (empty: autosave_folder, "
                 "else ~/.ros/camfusion_maps); relative paths are taken from it",
-    "map_frame": "frame id of everything the node publishes",
+    "map_frame": "frame id of everything the node publishes (and, with pose_source tf, the frame poses are "
+                 "looked up in)",
     "publish_cloud": "publish ~/cloud (PointCloud2 with instance and label fields)",
     "log_throttle_s": "at most one warning per reason this often",
 }
@@ -146,7 +182,7 @@ def save_map_atomic(pipeline, folder: str | os.PathLike, keep: int = 2) -> Path:
     """
     from camfusion_ros.core.map_store import save_map
 
-    folder = Path(folder)
+    folder = claim_outputs(folder, "autosave", ["snapshots", AUTOSAVE_LINK])
     snaps = folder / "snapshots"
     snaps.mkdir(parents=True, exist_ok=True)
     name = f"{time.time_ns():020d}"
@@ -157,7 +193,10 @@ def save_map_atomic(pipeline, folder: str | os.PathLike, keep: int = 2) -> Path:
     link_tmp = folder / f".{AUTOSAVE_LINK}.{name}.tmp"
     os.symlink(Path("snapshots") / name, link_tmp)
     os.replace(link_tmp, folder / AUTOSAVE_LINK)
-    for old in sorted(p for p in snaps.iterdir() if p.name != name)[:-keep or None]:
+    # Only snapshots this function wrote are pruned (their names are stamps); anything else there is left alone.
+    ours = sorted(p for p in snaps.iterdir() if p.name != name and SNAPSHOT_NAME.fullmatch(p.name) and p.is_dir()
+                  and not p.is_symlink())
+    for old in ours[:-keep or None]:
         shutil.rmtree(old, ignore_errors=True)
     return final
 
@@ -192,9 +231,10 @@ class MappingNode(Node):
         self.pipeline = (pipeline_factory or MappingPipeline)(self.cfg)
         self.pipeline.check_weights()        # a missing weight file stops the node with one line, at once
         self._plock = threading.RLock()      # every pipeline access
+        self._save_lock = threading.Lock()   # held while a map is written; shutdown waits for it
         self._lock = threading.Lock()       # counters, sync, queue
         self._cond = threading.Condition(self._lock)
-        self.streams = ["color", "depth", "camera_info", "pose"]
+        self.streams = ["color", "depth", "camera_info"] + (["pose"] if self.ncfg.pose_source == "topic" else [])
         if self.cfg.segmenter.name in GT_SEGMENTERS:
             self.streams.append("instances")
         self.sync = ApproximateSync(self.streams, "color", int(self.ncfg.sync_tolerance_s * 1e9), self.ncfg.sync_buffer)
@@ -211,10 +251,15 @@ class MappingNode(Node):
         self._rates = (0.0, 0.0)
         self._stop = False
         self.ready = False
+        self.fatal = ""                 # why the node cannot map (set once; main exits non-zero with it)
         self._markers = MarkerBuilder()
         self._last_instance_ids: list[int] = []
 
         reloaded = self.ncfg.reload_on_start and self._reload()
+        # pose_source tf: synchronised frames wait there for their camera pose, then go to the queue
+        self.tf = (TfPoseSource(self, self.ncfg, self._cond, self._enqueue, self.dropped, len(self.streams))
+                   if self.ncfg.pose_source == "tf" else None)
+        self._admit = self.tf.add if self.tf is not None else self._enqueue
         self._make_io()
         if reloaded:
             self._fuse_and_publish(force=True)   # a restarted node shows its map at once
@@ -252,7 +297,9 @@ class MappingNode(Node):
         self._cb_timer = MutuallyExclusiveCallbackGroup()
         self._cb_srv = MutuallyExclusiveCallbackGroup()
         pose_cls = PoseStamped if n.pose_type == "PoseStamped" else Odometry
-        spec = {"color": (Image, n.topics.color), "depth": (Image, n.topics.depth),
+        # transports decide on the remapped name: a launch remap to .../compressed must switch the type too
+        spec = {"color": image_input(self.resolve_topic_name(n.topics.color), n.color_transport, "color"),
+                "depth": image_input(self.resolve_topic_name(n.topics.depth), n.depth_transport, "depth"),
                 "camera_info": (CameraInfo, n.topics.camera_info), "pose": (pose_cls, n.topics.pose),
                 "instances": (Image, n.topics.instances)}
         self._subs = [self.create_subscription(spec[s][0], spec[s][1], self._callback(s), qos,
@@ -294,7 +341,7 @@ class MappingNode(Node):
                 return
             with self._cond:
                 for m in self.sync.add(stream, stamp, payload):
-                    self._enqueue(m)
+                    self._admit(m)
 
         return on_message
 
@@ -321,14 +368,17 @@ class MappingNode(Node):
             with self._plock:
                 p = self.pipeline
                 p.segmenter, p.extractor, p.fuser, p.vocabulary  # noqa: B018 (lazy properties)
-        except Exception as exc:
-            self._drop_log("model loading", exc)
+        except Exception as exc:      # e.g. a corrupt weight file: the node cannot map, so it says so and stops
+            self.fatal = f"cannot load the models: {one_line(exc)}"
+            self.get_logger().error(self.fatal)
+            rclpy.try_shutdown(context=self.context)      # ends executor.spin(); main reports fatal, exits 2
+            return
         self.ready = True
 
     def _work(self) -> None:
         nmsg = len(self.streams)
         self._warm_up()
-        while True:
+        while not self.fatal:
             with self._cond:
                 while not self.queue and not self._stop:
                     self._cond.wait(timeout=0.5)
@@ -403,11 +453,13 @@ class MappingNode(Node):
             nmsg = len(self.streams)
             dropped = collections.Counter(self.dropped)
             dropped.update(self.sync.dropped)
-            pending = self.sync.pending() + (len(self.queue) + self.frames_inflight) * nmsg
+            waiting_tf = self.tf.pending() if self.tf is not None else 0
+            pending = self.sync.pending() + (len(self.queue) + self.frames_inflight + waiting_tf) * nmsg
             return {"received": sum(self.received.values()), "received_per_topic": dict(self.received),
                     "processed": self.processed_msgs, "dropped": dict(dropped), "pending": pending,
                     "frames_processed": self.frames_processed, "queue": len(self.queue),
-                    "frames_matched": self.sync.matched}
+                    "frames_matched": self.sync.matched,
+                    **({"tf": self.tf.stats()} if self.tf is not None else {})}
 
     def status(self) -> dict[str, Any]:
         c = self.counters()
@@ -416,7 +468,7 @@ class MappingNode(Node):
         if now - t >= 1.0:
             self._rates = ((c["received"] - rec) / (now - t), (c["frames_processed"] - frames) / (now - t))
             self._rate_mark = (now, c["received"], c["frames_processed"])
-        c.update(ready=self.ready, input_rate_hz=round(self._rates[0], 3), frame_rate_hz=round(self._rates[1], 3),
+        c.update(ready=self.ready, error=self.fatal, input_rate_hz=round(self._rates[0], 3), frame_rate_hz=round(self._rates[1], 3),
                  instances=len(self._last_instance_ids), instance_ids=list(self._last_instance_ids),
                  frames_seen=int(self.pipeline.frames_seen), last_fusion_unix_ns=self.last_fusion_ns,
                  last_fusion_seconds=round(self.last_fusion_seconds, 4), autosave=dict(self.last_autosave),
@@ -432,6 +484,7 @@ class MappingNode(Node):
                                   message="mapping" if ok else "no frame processed yet")
             flat = {k: v for k, v in s.items() if not isinstance(v, (dict, list))}
             flat.update({f"dropped.{k}": v for k, v in s["dropped"].items()})
+            flat.update({f"tf.{k}": v for k, v in s.get("tf", {}).items()})
             flat.update({"masks.proposed": s["masks"]["proposed"], "masks.tracked": s["masks"]["tracked"]})
             flat.update({f"masks_dropped.{k}": v for k, v in s["masks"]["dropped"].items()})
             st.values = [KeyValue(key=k, value=str(v)) for k, v in flat.items()]
@@ -441,9 +494,9 @@ class MappingNode(Node):
 
     def _autosave(self) -> None:
         try:
-            with self._plock:
+            with self._plock, self._save_lock:
                 frames = int(self.pipeline.frames_seen)
-                if frames == self.last_autosave.get("frames"):
+                if self._stop or frames == self.last_autosave.get("frames"):
                     return
                 n = len(self.pipeline.tracker.instances)
                 path = save_map_atomic(self.pipeline, self.ncfg.autosave_folder)
@@ -468,16 +521,18 @@ class MappingNode(Node):
     def _srv_query_labels(self, req, resp):
         vocabulary = check_vocabulary(list(req.vocabulary))
         top_k = max(1, check_top_k(req.top_k))
+        vocab = self.pipeline.vocabulary_for(vocabulary)        # text encoding: outside the map's lock
         with self._plock:
-            records = self.pipeline.label_with(vocabulary or None, top_k)
+            records = self.pipeline.label_with(vocab, top_k)
             model = self.pipeline.model_name
         resp.instances = [instance_to_msg(r, model, self.cfg.fusion.method) for r in records]
         return f"{len(records)} instances"
 
     def _srv_query_text(self, req, resp):
         text, top_k = check_text(req.text), check_top_k(req.top_k)
+        embedding = self.pipeline.encode_query(text) if text.strip() else None   # outside the map's lock
         with self._plock:
-            ranked = self.pipeline.query_text(text, top_k)
+            ranked = self.pipeline.query_text(text, top_k, embedding)
             by_id = {r.id: r for r in self.pipeline.instances()}
             model = self.pipeline.model_name
         resp.ids = [int(i) for i, _ in ranked]
@@ -490,7 +545,9 @@ class MappingNode(Node):
 
     def _srv_save_map(self, req, resp):
         path = confined_path(req.path, self._map_root()) if req.path else None
-        with self._plock:
+        with self._plock, self._save_lock:
+            if self._stop:
+                raise RuntimeError("the node is shutting down")
             if path is not None:
                 from camfusion_ros.core.map_store import save_map
 
@@ -520,32 +577,59 @@ class MappingNode(Node):
         return resp
 
     def shutdown(self) -> None:
+        """Complete any save already started; the frame in flight and model loading are abandoned (the worker is a
+        daemon thread and the process exits right after), so a stop never waits on the models."""
         with self._cond:
             self._stop = True
             self._cond.notify_all()
-        self._worker.join(timeout=5.0)
+        if self._save_lock.acquire(timeout=4.0):     # no new save starts once _stop is set
+            self._save_lock.release()
+
+
+def _spin(executor: MultiThreadedExecutor) -> None:
+    try:
+        executor.spin()
+    except ExternalShutdownException:      # rclpy shut down (a fatal error, or the process is stopping)
+        pass
+
+
+def _interrupt(signum, _frame) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = list(sys.argv if argv is None else ["mapping_node", *argv])
     rclpy.init(args=args)
+    for s in (signal.SIGINT, signal.SIGTERM):     # from now on a stop request unwinds through the cleanup below
+        signal.signal(s, _interrupt)
     node = None
     try:
         node = MappingNode()
         executor = MultiThreadedExecutor(num_threads=4)
         executor.add_node(node)
-        executor.spin()
+        # The executor spins in a thread: while it waits inside rcl, a signal reaches Python only when rcl wakes
+        # (seconds, measured up to 8 s); the main thread's short joins take it within 0.2 s.
+        spinner = threading.Thread(target=_spin, args=(executor,), name="camfusion-executor", daemon=True)
+        spinner.start()
+        while spinner.is_alive():
+            spinner.join(timeout=0.2)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     except (ConfigError, ValueError, FileNotFoundError) as exc:   # incl. missing weights / checkpoint
         return report_error(exc)
     finally:
+        # shutting down already: a second Ctrl-C / SIGTERM (launch escalating) must not interrupt the cleanup
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         if node is not None:
             node.shutdown()
             node.destroy_node()
         rclpy.try_shutdown()
+    if node is not None and node.fatal:
+        return report_error(node.fatal)
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from camfusion_ros.nodes.node_exit import exit_now
+    exit_now(main())

@@ -18,7 +18,7 @@ import numpy as np
 
 from camfusion_ros.cli_errors import report_error
 
-__all__ = ["main", "to_rclpy", "rclpy_class", "ReplayError", "open_bag"]
+__all__ = ["main", "to_rclpy", "rclpy_class", "ReplayError", "open_bag", "is_latched"]
 
 
 class ReplayError(ValueError):
@@ -52,6 +52,15 @@ def to_rclpy(obj: Any, cls: type | None = None) -> Any:
             v = [to_rclpy(x) for x in v]
         setattr(out, name, v)
     return out
+
+
+def is_latched(conn: Any) -> bool:
+    """Whether a recorded topic is replayed transient-local: /tf_static, or recorded with that durability."""
+    if conn.topic == "/tf_static":
+        return True
+    profiles = getattr(getattr(conn, "ext", None), "offered_qos_profiles", None) or ()
+    return any(getattr(getattr(q, "durability", None), "name", "") == "TRANSIENT_LOCAL" for q in profiles
+               if not isinstance(q, str))
 
 
 def open_bag(path: str | Path):
@@ -95,7 +104,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _replay(args: argparse.Namespace) -> int:
     reader = open_bag(args.bag)
     import rclpy
-    from rclpy.qos import QoSProfile, ReliabilityPolicy
+    from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
     from rosgraph_msgs.msg import Clock
 
     try:
@@ -111,7 +120,12 @@ def _replay(args: argparse.Namespace) -> int:
         rclpy.init()
         node = rclpy.create_node("camfusion_replay")
         qos = QoSProfile(depth=args.depth, reliability=ReliabilityPolicy.RELIABLE)
-        pubs = {t: node.create_publisher(cls, t, qos) for t, cls in classes.items()}
+        # /tf_static (and any topic recorded as transient-local) stays latched: a subscriber that joins
+        # late (a node started after the replay) still gets the static transforms, as from a real publisher.
+        latched = QoSProfile(depth=args.depth, reliability=ReliabilityPolicy.RELIABLE,
+                             durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        latched_topics = {c.topic for c in conns if is_latched(c)}
+        pubs = {t: node.create_publisher(cls, t, latched if t in latched_topics else qos) for t, cls in classes.items()}
         clock_pub = node.create_publisher(Clock, "/clock", 10) if args.clock else None
         try:
             _wait_for_subscribers(node, pubs, args.wait_for_subscribers)

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from camfusion_ros.core.camfusion.checkpoint import load_checkpoint
-from camfusion_ros.core.fusion import FusionError, check_batch, normalize
+from camfusion_ros.core.fusion_batch import FusionError, check_batch, normalize
 
 
 class CamFusionFuser:

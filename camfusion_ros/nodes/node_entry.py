@@ -1,0 +1,13 @@
+"""Entry point of the mapping node's executables (``ros2 run``, ``camfusion-mapping-node``): stop handling is in force
+before the heavy imports (see node_exit)."""
+from __future__ import annotations
+
+from camfusion_ros.nodes.node_exit import exit_now, stop_quietly_until_ros_is_up
+
+
+def main() -> int:
+    stop_quietly_until_ros_is_up()
+    from camfusion_ros.nodes.mapping_node import main as node_main
+
+    exit_now(node_main())
+    return 0  # not reached
