@@ -102,3 +102,15 @@ def test_bad_config_is_rejected():
         load_vlm(VLMConfig(model_name=MODEL, pretrained="random", precision="fp8"))
     assert resolve_device("cpu").type == "cpu"
     assert resolve_device(None).type in ("cpu", "cuda")
+
+
+def test_random_weights_are_the_same_in_every_process():
+    """A node and an offline run of the same random-weights config must produce the same descriptors."""
+    import subprocess
+    import sys
+
+    code = ("import warnings; warnings.simplefilter('ignore'); from camfusion_ros.core.vlm import load_vlm; "
+            "print(float(load_vlm('PE-Core-T-16-384', 'random', 'cpu').encode_text(['a chair'])[0][:4].sum()))")
+    runs = [subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300) for _ in range(2)]
+    assert all(r.returncode == 0 for r in runs), runs[0].stderr[-500:]
+    assert runs[0].stdout == runs[1].stdout

@@ -251,7 +251,11 @@ def load_vlm(cfg: Union[VLMConfig, str, None] = None, pretrained: Optional[str] 
 
         weights_file, source = resolve_weights(cfg)
 
-        model = open_clip.create_model(cfg.model_name, pretrained=None, device="cpu")
+        import torch
+
+        with torch.random.fork_rng(devices=[]):   # random weights are the same in every process (seed 0),
+            torch.manual_seed(0)                   # so a node and an offline run of the same config agree
+            model = open_clip.create_model(cfg.model_name, pretrained=None, device="cpu")
         if weights_file is not None:
             try:
                 # safetensors via safetensors; anything else via torch.load(weights_only=True)
