@@ -80,13 +80,13 @@ def map_bag(bag: Path, config: Optional[Path], out: Path, device: Optional[str],
     """Map the recording once, as camfusion-map does, and save the map (with its per-view descriptors)."""
     from dataclasses import replace
 
-    from camfusion_ros.cli.map_cli import build_map
+    from camfusion_ros.core.map_recording import map_recording
     from camfusion_ros.core.config import load_config
 
     cfg = load_config(config)
     if device:
         cfg = replace(cfg, vlm=replace(cfg.vlm, device=device))
-    build_map(str(bag), cfg, str(out / "map"), pose=pose)
+    map_recording(bag, cfg, out / "map", pose=pose)
     return out / "map"
 
 
