@@ -409,7 +409,8 @@ def test_services_refuse_paths_outside_map_root_and_oversized_requests(ros_conte
     """Any participant of the graph may call the services: paths are confined, sizes bounded, nothing written."""
     from rclpy.parameter import Parameter
 
-    from camfusion_ros.nodes.mapping_node import MappingNode, _answer
+    from camfusion_ros.nodes.mapping_node import MappingNode
+    from camfusion_ros.nodes.node_services import answer
     from camfusion_ros.nodes.requests import MAX_TEXT_CHARS, MAX_VOCABULARY
     from camfusion_ros.srv import LoadMap, QueryLabels, QueryText, SaveMap
 
@@ -422,7 +423,7 @@ def test_services_refuse_paths_outside_map_root_and_oversized_requests(ros_conte
     node = MappingNode(context=ros_context, parameter_overrides=params)
     wait_ready(node)
     try:
-        save, load = _answer(node._srv_save_map), _answer(node._srv_load_map)
+        save, load = answer(node._srv_save_map), answer(node._srv_load_map)
         for path in (str(outside), str(outside / "new"), "../home", str(tmp_path)):
             r = save(SaveMap.Request(path=path), SaveMap.Response())
             assert not r.success and "outside" in r.message, (path, r.message)
@@ -433,7 +434,7 @@ def test_services_refuse_paths_outside_map_root_and_oversized_requests(ros_conte
         assert r.success and (root / "run1" / "meta.json").is_file(), r.message
         r = load(LoadMap.Request(path=str(root / "run1")), LoadMap.Response())
         assert r.success, r.message
-        labels, text = _answer(node._srv_query_labels), _answer(node._srv_query_text)
+        labels, text = answer(node._srv_query_labels), answer(node._srv_query_text)
         r = labels(QueryLabels.Request(vocabulary=["x"] * (MAX_VOCABULARY + 1), top_k=1), QueryLabels.Response())
         assert not r.success and "terms" in r.message
         r = labels(QueryLabels.Request(vocabulary=["chair"], top_k=10**6), QueryLabels.Response())
