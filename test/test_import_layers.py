@@ -108,3 +108,18 @@ def test_the_checker_sees_a_wrong_way_import_a_ros_import_and_a_loop(tmp_path):
         "camfusion_ros.core.node_ish -> rclpy", "camfusion_ros.core.node_ish -> sensor_msgs.msg",
         "camfusion_ros.core.vocab -> camfusion_ros.eval.lists"]
     assert import_cycles(graph) == [["camfusion_ros.core.a", "camfusion_ros.core.b"]]
+
+
+def test_every_console_script_follows_the_command_line_convention():
+    """setup.py's console scripts each name a function main(argv=None) -> int (docs/architecture.md)."""
+    import inspect
+    import importlib
+    import re
+
+    scripts = re.findall(r'"([\w-]+) = ([\w.]+):(\w+)"', (PACKAGE.parent / "setup.py").read_text())
+    assert len(scripts) >= 15
+    for name, module, func in scripts:
+        fn = getattr(importlib.import_module(module), func)
+        params = list(inspect.signature(fn).parameters.values())
+        assert [p.name for p in params] == ["argv"] and params[0].default is None, name
+        assert inspect.signature(fn).return_annotation in (int, "int"), name
