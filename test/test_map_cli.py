@@ -10,6 +10,7 @@ from camfusion_ros.cli import map_cli, relabel_cli
 from camfusion_ros.core.camfusion.checkpoint import save_checkpoint
 from camfusion_ros.core.camfusion.model import CamFusionConfig, build_camfusion
 from camfusion_ros.core.map_store import load_map
+from match_utils import assert_same_centroids
 
 pytestmark = pytest.mark.slow
 COMMON = ["--segmenter", "gt", "--model", "PE-Core-T-16-384", "--pretrained", "random", "--device", "cpu",
@@ -160,10 +161,7 @@ def test_compressed_bag_maps_to_the_same_instances_as_the_raw_bag(tmp_path, caps
         assert s["frames"] == 3 and s["skipped_frames"] == 0 and s["instances"] >= 3
         maps[name] = _centroids(tmp_path / f"map_{name}")
     assert (tmp_path / "compressed" / "bag").is_dir() and len(maps["raw"]) == len(maps["compressed"])
-    want = np.array(list(maps["raw"].values()))
-    got = np.array(list(maps["compressed"].values()))
-    dist = np.linalg.norm(got[:, None] - want[None], axis=2)
-    assert np.all(dist.min(axis=1) < 0.05) and np.all(dist.min(axis=0) < 0.05), dist.min(axis=1)
+    assert_same_centroids(list(maps["compressed"].values()), list(maps["raw"].values()))
 
 
 def _without_pose_topic(src, dst):
@@ -198,10 +196,7 @@ def test_tf_only_bag_maps_to_the_same_instances_as_the_pose_topic(tmp_path, caps
                                 "--pose-source", "tf", *COMMON], capsys)
     assert s["pose_source"] == "topic" and t["pose_source"] == "tf"
     assert s["frames"] == t["frames"] == 3 and t["skipped_frames"] == 0 and s["instances"] == t["instances"] >= 3
-    want = np.array(list(_centroids(tmp_path / "map_topic").values()))
-    got = np.array(list(_centroids(tmp_path / "map_tf").values()))
-    dist = np.linalg.norm(got[:, None] - want[None], axis=2)
-    assert np.all(dist.min(axis=1) < 0.05) and np.all(dist.min(axis=0) < 0.05), dist.min(axis=1)
+    assert_same_centroids(list(_centroids(tmp_path / "map_tf").values()), list(_centroids(tmp_path / "map_topic").values()))
     # without --pose-source tf the TF-only bag is one clear error line
     with pytest.raises(SystemExit) as e:
         map_cli.main([str(tf_only), "--out", str(tmp_path / "map_none"), *COMMON])

@@ -8,12 +8,12 @@ import json
 import subprocess
 import time
 
-import numpy as np
 import pytest
 import yaml
 
 from mapping_node_utils import TINY, VOCAB, accounted, client, node_log, start_node, wait_status, write_params
 from rostest_utils import REPO, python, ros_env, start, stop
+from match_utils import assert_same_centroids
 
 FRAMES = 8
 
@@ -179,11 +179,7 @@ def test_node_replayer_and_clients_in_separate_processes_match_offline(tiny_scen
         ref = json.loads(ref_out.strip().splitlines()[-1])
 
         assert live["frame_id"] == "map"
-        assert len(live["instances"]) == len(ref) > 0
-        got = np.array([i["centroid"] for i in live["instances"]])
-        want = np.array([r["centroid"] for r in ref])
-        dist = np.linalg.norm(got[:, None] - want[None], axis=2)
-        assert np.all(dist.min(axis=1) < 0.05) and np.all(dist.min(axis=0) < 0.05), dist.min(axis=1)
+        assert_same_centroids([i["centroid"] for i in live["instances"]], [r["centroid"] for r in ref])
         assert all(i["dim"] > 0 and i["num_views"] > 0 for i in live["instances"])
         ids = sorted(i["id"] for i in live["instances"])
         assert live["boxes"] == ids and live["texts"] == ids          # one box and one label per instance
@@ -288,11 +284,7 @@ def test_node_maps_a_replayed_compressed_bag_and_counts_a_corrupt_image_as_a_dro
         ref_out, ref_err = offline.communicate(timeout=240)
         assert offline.returncode == 0, ref_err[-2000:]
         ref = json.loads(ref_out.strip().splitlines()[-1])
-        got = np.array([i["centroid"] for i in live["instances"]])
-        want = np.array([r["centroid"] for r in ref])
-        assert len(got) == len(want) > 0
-        dist = np.linalg.norm(got[:, None] - want[None], axis=2)
-        assert np.all(dist.min(axis=1) < 0.05) and np.all(dist.min(axis=0) < 0.05), dist.min(axis=1)
+        assert_same_centroids([i["centroid"] for i in live["instances"]], [r["centroid"] for r in ref])
 
         peer = subprocess.run([python(), "-c", CORRUPT_PEER, color], env=env, cwd=REPO, capture_output=True,
                               text=True, timeout=90)

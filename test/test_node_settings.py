@@ -26,6 +26,7 @@ import yaml
 
 from mapping_node_utils import TINY, VOCAB, accounted, client, start_node, wait_status, write_params
 from rostest_utils import ros_env, start, stop
+from match_utils import assert_same_centroids
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 
@@ -149,12 +150,7 @@ def run(tmp_path_factory):
 
 def match(live: list[dict], ref: list[dict]) -> np.ndarray:
     """For each live instance, the index of the nearest reference instance (asserting both ways within 5 cm)."""
-    got = np.array([i["centroid"] for i in live])
-    want = np.array([r["centroid"] for r in ref])
-    assert len(got) == len(want) > 0, (len(got), len(want))
-    dist = np.linalg.norm(got[:, None] - want[None], axis=2)
-    assert np.all(dist.min(axis=1) < 0.05) and np.all(dist.min(axis=0) < 0.05), dist.min(axis=1)
-    nearest = dist.argmin(axis=1)
+    nearest = assert_same_centroids([i["centroid"] for i in live], [r["centroid"] for r in ref])
     assert len(set(nearest.tolist())) == len(nearest)         # one to one
     return nearest
 

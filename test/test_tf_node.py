@@ -17,6 +17,7 @@ from rosbags.rosbag2 import StoragePlugin, Writer
 
 from mapping_node_utils import TINY, accounted, client, start_node, wait_status, write_params
 from rostest_utils import REPO, python, ros_env, start, stop
+from match_utils import assert_same_centroids
 from test_mapping_node import OFFLINE, ros_context, wait_ready  # noqa: F401 (ros_context is a fixture)
 
 FRAMES = 8
@@ -153,11 +154,7 @@ def test_live_node_with_tf_poses_maps_every_frame_like_the_pose_topic(tf_scene, 
         ref_out, ref_err = offline.communicate(timeout=240)
         assert offline.returncode == 0, ref_err[-2000:]
         ref = json.loads(ref_out.strip().splitlines()[-1])        # the pose topic, read offline
-        assert len(live["instances"]) == len(ref) > 0
-        got = np.array([i["centroid"] for i in live["instances"]])
-        want = np.array([r["centroid"] for r in ref])
-        dist = np.linalg.norm(got[:, None] - want[None], axis=2)
-        assert np.all(dist.min(axis=1) < 0.05) and np.all(dist.min(axis=0) < 0.05), dist.min(axis=1)
+        assert_same_centroids([i["centroid"] for i in live["instances"]], [r["centroid"] for r in ref])
     finally:
         if replay is not None:
             stop(replay)
