@@ -225,7 +225,9 @@ class SAM2Segmenter:
         if ckpt is None:
             log.warning("SAM2 %s runs with RANDOM weights: masks are meaningless (tests only)", cfg.sam2_model)
         try:
-            model = build_sam2(SAM2_CONFIGS[cfg.sam2_model][0], ckpt_path=ckpt, device=device)
+            with torch.random.fork_rng(devices=[]):   # random weights: the same model in every process and test order
+                torch.manual_seed(0)
+                model = build_sam2(SAM2_CONFIGS[cfg.sam2_model][0], ckpt_path=ckpt, device=device)
         except (RuntimeError, KeyError) as e:
             raise SegmenterError(f"SAM2 checkpoint {ckpt} does not fit {cfg.sam2_model}: {e}") from None
         self.weights_are_random = ckpt is None
