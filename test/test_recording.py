@@ -347,3 +347,23 @@ def test_tf_only_bag_and_frames_without_a_transform(synth_scene, tmp_path, caplo
         list(read_frames(no_tf, pose_source="tf"))
     with pytest.raises(RecordingError, match="pose source must be one of topic, tf"):
         list(read_frames(no_tf, pose_source="odom"))
+
+
+@pytest.mark.parametrize("claimed", [10**10, 10**15])
+def test_mcap_records_claiming_huge_lengths_are_one_error_without_a_memory_blow_up(synth_scene, tmp_path, claimed,
+                                                                                  peak_rss_growth_mib):
+    """A damaged or hostile MCAP whose first record claims 10 GB / 1 PB: one RecordingError, nothing allocated."""
+    import struct
+
+    src = synth_scene / "bag"
+    dst = tmp_path / "lying"
+    dst.mkdir()
+    (dst / "metadata.yaml").write_bytes((src / "metadata.yaml").read_bytes())
+    mcap = next(src.glob("*.mcap"))
+    data = bytearray(mcap.read_bytes())
+    struct.pack_into("<Q", data, 9, claimed)        # after the 8-byte magic: opcode (1 byte), then the length
+    (dst / mcap.name).write_bytes(bytes(data))
+    with pytest.raises(RecordingError, match="corrupt or truncated") as exc:
+        list(read_frames(dst))
+    assert "\n" not in str(exc.value)
+    assert peak_rss_growth_mib() < 100
