@@ -144,19 +144,19 @@ def test_unflatten_merges_dotted_and_nested():
 
 
 def _node_own_keys(path: Path) -> tuple[str, ...]:
-    """Top-level field names of NodeConfig in mapping_node.py, read without importing rclpy."""
+    """Top-level field names of NodeConfig in node_config.py, read from the source."""
     tree = ast.parse(path.read_text())
     for node in tree.body:
         if isinstance(node, ast.ClassDef) and node.name == "NodeConfig":
             return tuple(s.target.id for s in node.body if isinstance(s, ast.AnnAssign))
-    raise AssertionError("NodeConfig not found in mapping_node.py")
+    raise AssertionError("NodeConfig not found in node_config.py")
 
 
 def _shipped_paths() -> tuple[Path, Path]:
     yaml_path = REPO / "config" / "mapping.yaml"
-    node_path = REPO / "camfusion_ros" / "nodes" / "mapping_node.py"
+    node_path = REPO / "camfusion_ros" / "nodes" / "node_config.py"
     if not yaml_path.is_file() or not node_path.is_file():
-        pytest.skip("config/mapping.yaml or nodes/mapping_node.py not present")
+        pytest.skip("config/mapping.yaml or nodes/node_config.py not present")
     return yaml_path, node_path
 
 
