@@ -1,4 +1,4 @@
-"""camfusion-convert: turn Replica (NICE-SLAM renders) or ScanNet (exported) scenes into rosbag2 + gt/."""
+"""camfusion-convert: turn Replica (NICE-SLAM renders), ScanNet (exported) or ScanNet++ scenes into rosbag2 + gt/."""
 from __future__ import annotations
 
 import argparse
@@ -35,6 +35,20 @@ def _parser() -> argparse.ArgumentParser:
             s.add_argument("--eval-info", type=Path, default=REPLICA_EVAL_INFO,
                            help="OVO's replica_eval_info.yaml mapping Replica class ids to its 51 evaluated classes "
                                 "(default: the copy shipped in config/datasets/); 'none' keeps raw ids")
+        if name == "scannet":
+            s.add_argument("--axis-align", action="store_true",
+                           help="apply the axisAlignment of SRC/<scene>.txt to the poses and gt/ alike (the frame "
+                                "ScanNet200's preprocessing gives its GT meshes); default: the unaligned frame "
+                                "the exported poses live in")
+            s.add_argument("--label-map", type=Path, metavar="TSV",
+                           help="scannetv2-labels.combined.tsv: label instances by their aggregation.json raw "
+                                "category through it (default: majority NYU40 label of *_vh_clean_2.labels.ply)")
+            s.add_argument("--label-set", choices=("scannet200", "nyu40"),
+                           help="with --label-map: ScanNet200 ('id' column, the 200 benchmark classes; default) "
+                                "or NYU40 ('nyu40id'); instances outside the set are left unlabelled")
+    from camfusion_ros.datasets.scannetpp import add_parser as add_scannetpp_parser
+
+    add_scannetpp_parser(sub)                # its options: camfusion_ros/datasets/scannetpp.py
     return p
 
 
@@ -44,6 +58,10 @@ REPLICA_EVAL_INFO = config_file("datasets", "replica_eval_info.yaml")
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.dataset == "scannetpp":
+        from camfusion_ros.datasets.scannetpp import run_cli
+
+        return run_cli(args)
     cfg = ConvertConfig(max_frames=args.max_frames, stride=args.stride, fps=args.fps,
                         depth_encoding=args.depth_encoding, compressed=args.compressed,
                         progress=not args.no_progress)
@@ -60,9 +78,14 @@ def main(argv: list[str] | None = None) -> int:
         else:
             from camfusion_ros.datasets.scannet import convert_scannet
 
-            summary = convert_scannet(args.src, args.out, cfg)
+            summary = convert_scannet(args.src, args.out, cfg, axis_align=args.axis_align,
+                                      label_map=args.label_map, label_set=args.label_set)
     if summary["skipped"]:
         print(f"warning: skipped {summary['skipped']} frame(s) with invalid (non-finite) poses", file=sys.stderr)
+    dropped = summary.get("gt_unlabelled_instances") or {}
+    if any(dropped.values()):
+        print("warning: left unlabelled: " + ", ".join(f"{n} instance(s) ({why})" for why, n in dropped.items() if n),
+              file=sys.stderr)
     print(json.dumps(summary))
     return 0
 

@@ -40,6 +40,7 @@ class ConvertedFrame:
     depth_m: np.ndarray
     K: np.ndarray
     T_world_cam: np.ndarray
+    instances: Optional[np.ndarray] = None     # int32 (H, W) ground-truth instance ids, 0 = none (write_bag with_instances)
 
 
 def select_frames(numbers: Sequence[int], cfg: ConvertConfig) -> list[int]:
@@ -52,13 +53,15 @@ def select_frames(numbers: Sequence[int], cfg: ConvertConfig) -> list[int]:
 
 
 def write_bag(out_dir: Path, numbers: Sequence[int], load: Callable[[int], Optional[ConvertedFrame]],
-              cfg: ConvertConfig, desc: str) -> dict:
-    """Load and write the chosen frames; ``load`` returns None to skip a frame (counted)."""
+              cfg: ConvertConfig, desc: str, with_instances: bool = False) -> dict:
+    """Load and write the chosen frames; ``load`` returns None to skip a frame (counted).
+
+    ``with_instances``: the bag gets the ground-truth instance topic, from each frame's ``instances``."""
     claim_outputs(out_dir, "camfusion-convert", RECORDING_ENTRIES)
     period = 1e9 / cfg.fps
     written = skipped = 0
     numbers = list(numbers)
-    with BagWriter(Path(out_dir) / "bag", depth_encoding=cfg.depth_encoding, with_instances=False,
+    with BagWriter(Path(out_dir) / "bag", depth_encoding=cfg.depth_encoding, with_instances=with_instances,
                    compressed=cfg.compressed) as writer:
         for n in tqdm(numbers, desc=desc, unit="frame", disable=not cfg.progress or len(numbers) < 20, file=sys.stderr):
             frame = load(n)
@@ -66,7 +69,7 @@ def write_bag(out_dir: Path, numbers: Sequence[int], load: Callable[[int], Optio
                 skipped += 1
                 continue
             writer.write_frame(START_NS + int(round(frame.number * period)), frame.rgb, frame.depth_m, frame.K,
-                               frame.T_world_cam)
+                               frame.T_world_cam, frame.instances)
             written += 1
     if written == 0:
         raise ConversionError(f"no frame could be converted ({skipped} skipped)")
