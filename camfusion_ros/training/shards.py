@@ -1,7 +1,9 @@
 """Descriptor shards: one safetensors file per scene, precomputed once for training.
 
 Tensors: ``class_ids`` int64 (N,), ``descriptors`` float32|float16 (N, V, D),
-``view_valid`` uint8 (N, V), ``visibility`` float32 (N, V). Metadata:
+``view_valid`` uint8 (N, V), ``visibility`` float32 (N, V), optional ``view_source`` int64 (N, V): the
+source image (frame index) of each view, so augmented copies of one frame are known as such (absent: every view
+is its own source). Metadata:
 ``class_names`` (JSON list; class_ids index into it), ``model`` (descriptor
 model name), ``format``. A data directory holds ``<split>/*.safetensors`` and
 ``text_embeddings.safetensors`` (``embeddings`` float32 (C, D) + ``class_names``).
@@ -10,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,6 +38,12 @@ class DescriptorSet:
     visibility: np.ndarray  # float32 (N, V)
     class_names: list[str]
     model: str
+    view_source: np.ndarray | None = None  # int64 (N, V): the frame a view was cut from; None = all distinct
+
+    def __post_init__(self) -> None:
+        if self.view_source is None:
+            n, v = self.view_valid.shape
+            self.view_source = np.broadcast_to(np.arange(v, dtype=np.int64), (n, v)).copy()
 
     def __len__(self) -> int:
         return len(self.class_ids)
@@ -45,10 +54,17 @@ class DescriptorSet:
 
 
 def _atomic_save(tensors: dict, path: Path, metadata: dict) -> None:
+    """Write ``path.<unique>.tmp`` beside it, then rename: readers (and other processes writing the same name)
+    never see a half-written file; the tmp name is unique per call, so concurrent writers never share one."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    save_file(tensors, str(tmp), metadata=metadata)
-    os.replace(tmp, path)
+    tmp = str(path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"))  # umask permissions
+    try:
+        save_file(tensors, tmp, metadata=metadata)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
 
 
 def write_shard(
@@ -59,7 +75,10 @@ def write_shard(
     visibility: np.ndarray,
     class_names: list[str],
     model: str,
+    view_source: np.ndarray | None = None,
+    metadata: dict[str, str] | None = None,
 ) -> Path:
+    """``metadata``: extra string entries stored beside format/class_names/model (which it may not replace)."""
     class_ids = np.asarray(class_ids, np.int64)
     descriptors = np.asarray(descriptors)
     if descriptors.dtype not in (np.float16, np.float32):
@@ -73,18 +92,37 @@ def write_shard(
         raise ShardError(f"view_valid/visibility must be {descriptors.shape[:2]}, got {view_valid.shape}/{visibility.shape}")
     if n and (class_ids.min() < 0 or class_ids.max() >= len(class_names)):
         raise ShardError(f"class_ids outside [0, {len(class_names)})")
+    tensors = {
+        "class_ids": class_ids,
+        "descriptors": np.ascontiguousarray(descriptors),
+        "view_valid": view_valid.astype(np.uint8),
+        "visibility": visibility,
+    }
+    if view_source is not None:
+        view_source = np.asarray(view_source, np.int64)
+        if view_source.shape != descriptors.shape[:2]:
+            raise ShardError(f"view_source must be {descriptors.shape[:2]}, got {view_source.shape}")
+        tensors["view_source"] = np.ascontiguousarray(view_source)
+    extra = {str(k): str(v) for k, v in (metadata or {}).items()}
+    if {"format", "class_names", "model"} & set(extra):
+        raise ShardError("shard metadata may not replace format, class_names or model")
     path = Path(path)
     _atomic_save(
-        {
-            "class_ids": class_ids,
-            "descriptors": np.ascontiguousarray(descriptors),
-            "view_valid": view_valid.astype(np.uint8),
-            "visibility": visibility,
-        },
+        tensors,
         path,
-        {"format": FORMAT, "class_names": json.dumps(list(class_names)), "model": str(model)},
+        {**extra, "format": FORMAT, "class_names": json.dumps(list(class_names)), "model": str(model)},
     )
     return path
+
+
+def read_shard_metadata(path: str | os.PathLike) -> dict[str, str]:
+    """A shard's metadata (format, class_names, model and any extra entries) without reading its tensors."""
+    path = Path(path)
+    try:
+        with safe_open(str(path), framework="numpy") as f:
+            return dict(f.metadata() or {})
+    except (SafetensorError, OSError) as e:
+        raise ShardError(f"cannot read shard {path}: {e}") from None
 
 
 def read_shard(path: str | os.PathLike) -> DescriptorSet:
@@ -100,7 +138,7 @@ def read_shard(path: str | os.PathLike) -> DescriptorSet:
             need = {"class_ids", "descriptors", "view_valid", "visibility"}
             if need - keys:
                 raise ShardError(f"{path} lacks tensor(s) {', '.join(sorted(need - keys))}")
-            t = {k: f.get_tensor(k) for k in need}
+            t = {k: f.get_tensor(k) for k in need | ({"view_source"} & keys)}
         names = json.loads(meta["class_names"])
     except (SafetensorError, OSError, KeyError, json.JSONDecodeError) as e:
         raise ShardError(f"corrupt shard {path}: {e}") from None
@@ -111,6 +149,9 @@ def read_shard(path: str | os.PathLike) -> DescriptorSet:
     if d.dtype.kind != "f" or t["class_ids"].dtype.kind not in "iu" or t["visibility"].dtype.kind != "f":
         raise ShardError(f"wrong dtypes in {path}: descriptors {d.dtype}, class_ids {t['class_ids'].dtype}, "
                          f"visibility {t['visibility'].dtype}")
+    src = t.get("view_source")
+    if src is not None and (src.shape != d.shape[:2] or src.dtype.kind not in "iu"):
+        raise ShardError(f"view_source in {path} must be integers of shape {d.shape[:2]}")
     if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
         raise ShardError(f"corrupt shard {path}: class_names is not a list of strings")
     if len(t["class_ids"]) and (t["class_ids"].min() < 0 or t["class_ids"].max() >= len(names)):
@@ -119,7 +160,7 @@ def read_shard(path: str | os.PathLike) -> DescriptorSet:
         raise ShardError(f"{path}: descriptors or visibilities hold NaN or infinite values")
     return DescriptorSet(
         t["class_ids"].astype(np.int64), d, t["view_valid"].astype(bool), t["visibility"].astype(np.float32),
-        list(names), meta.get("model", ""),
+        list(names), meta.get("model", ""), None if src is None else src.astype(np.int64),
     )
 
 
@@ -149,7 +190,7 @@ def load_split(split_dir: str | os.PathLike, class_names: list[str] | None = Non
     v = max(s.descriptors.shape[1] for s in shards)
     dim = dims.pop() if dims else shards[0].dim
     dtype = np.result_type(*[s.descriptors.dtype for s in shards])
-    cls, desc, valid, vis = [], [], [], []
+    cls, desc, valid, vis, src = [], [], [], [], []
     for s in shards:
         try:
             remap = np.array([index[n] for n in s.class_names], np.int64)
@@ -160,9 +201,10 @@ def load_split(split_dir: str | os.PathLike, class_names: list[str] | None = Non
         desc.append(np.pad(s.descriptors.astype(dtype), ((0, 0), (0, pad), (0, 0))))
         valid.append(np.pad(s.view_valid, ((0, 0), (0, pad))))
         vis.append(np.pad(s.visibility, ((0, 0), (0, pad))))
+        src.append(np.pad(s.view_source, ((0, 0), (0, pad)), constant_values=-1))
     return DescriptorSet(
         np.concatenate(cls), np.concatenate(desc).reshape(-1, v, dim), np.concatenate(valid), np.concatenate(vis),
-        names, shards[0].model,
+        names, shards[0].model, np.concatenate(src),
     )
 
 
