@@ -13,6 +13,7 @@ CONSOLE_SCRIPTS = [
     "camfusion-precompute = camfusion_ros.training.precompute:main",
     "camfusion-train = camfusion_ros.training.train:main",
     "camfusion-eval-fusion = camfusion_ros.training.eval_fusion:main",
+    "camfusion-fusion-benchmark = camfusion_ros.training.fusion_benchmark:main",
     "camfusion-eval = camfusion_ros.eval.cli:main",
     "camfusion-mapping-node = camfusion_ros.nodes.node_entry:main",
     "camfusion-launch = camfusion_ros.nodes.launch_cli:main",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -110,3 +111,30 @@ def swap_in(tmp: Path, target: Path) -> None:
     os.replace(tmp, target)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def recover_swap(target: Path) -> bool:
+    """Repair what a kill during ``swap_in`` (or while its ``tmp`` was written) left beside ``target``.
+
+    Killed between moving the old folder aside and moving the new one in, ``target`` is missing and the old
+    one lies at ``.<name>.old.<pid>``: it is moved back (True is returned). Leftover hidden ``.<name>.*``
+    siblings (half-written temporaries, old folders) are removed. Call it only while nothing else writes
+    ``target``."""
+    target = Path(target)
+    # exactly the names swap_in's callers make: mkdtemp(prefix=".<name>.") and ".<name>.old.<pid>"
+    ours = re.compile(rf"\.{re.escape(target.name)}\.([a-z0-9_]{{8}}|old\.\d+)")
+    leftovers = [p for p in target.parent.glob(f".{target.name}.*") if ours.fullmatch(p.name)]
+    olds = [p for p in leftovers if p.name.startswith(f".{target.name}.old.")]
+    restored = False
+    if not os.path.lexists(target) and olds:
+        newest = max(olds, key=lambda p: p.stat().st_mtime)
+        os.replace(newest, target)
+        leftovers.remove(newest)
+        restored = True
+    for p in leftovers:
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
+    return restored
+

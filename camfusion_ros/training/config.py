@@ -9,6 +9,7 @@ from pathlib import Path
 import yaml
 
 from camfusion_ros.core.camfusion.model import CamFusionConfig, ModelBuildError
+from camfusion_ros.training.baselines import ARCHS
 from camfusion_ros.training.losses import LossConfig
 from camfusion_ros.training.sampler import SamplerConfig
 from camfusion_ros.training.synthetic import SyntheticConfig
@@ -23,11 +24,13 @@ class DataConfig:
     root: str = "out/descriptors"  # holds <split>/*.safetensors and text_embeddings.safetensors
     train_split: str = "train"
     val_split: str = "val"
+    test_split: str | None = None  # set: the run ends with top-1/top-5 on it (the benchmark's held-out scenes)
     synthetic: SyntheticConfig | None = None  # set: generate the synthetic benchmark into root first
 
 
 @dataclass
 class TrainConfig:
+    arch: str = "camfusion"  # or a learned baseline trained the same way: "linear", "deepsets" (training/baselines.py)
     model: CamFusionConfig = field(default_factory=CamFusionConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
@@ -101,6 +104,8 @@ def load_config(path: str | Path) -> TrainConfig:
     except yaml.YAMLError as e:
         raise ConfigError(f"invalid YAML in {p}: {str(e).splitlines()[0]}") from None
     cfg = from_dict(TrainConfig, doc, "config")
+    if cfg.arch not in ARCHS:
+        raise ConfigError(f"config.arch must be one of {', '.join(ARCHS)}, got {cfg.arch!r}")
     for name in ("batch_size", "epochs", "lr_period", "val_every", "checkpoint_every", "log_every", "eval_views"):
         if getattr(cfg, name) <= 0:
             raise ConfigError(f"config.{name} must be positive")

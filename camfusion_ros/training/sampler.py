@@ -5,6 +5,11 @@ frequency of their class; per instance 10 random views, 5 as input and 5 as
 unseen targets. An instance with fewer views than that splits the views it has
 proportionally (at least one input; with a single view the target is that view,
 i.e. sampled with replacement) and pads the rest with a false mask.
+
+Augmented copies of one frame (same ``view_source``) are one view here: each
+sample draws one of a frame's copies at random and drops the others, so a
+frame never sits on both the input and the target side (else the multiview
+loss would reward reconstructing an input).
 """
 from __future__ import annotations
 
@@ -52,7 +57,7 @@ class InstanceSampler:
 
     def sample(self, batch_size: int, rng: np.random.Generator) -> Batch:
         idx = self.index[rng.choice(len(self.index), size=batch_size, replace=True, p=self.p)]
-        valid = self.data.view_valid[idx]
+        valid = one_copy_per_source(self.data.view_valid[idx], self.data.view_source[idx], rng)
         n_in, n_tg = self.cfg.n_input, self.cfg.n_target
         total = n_in + n_tg
         # A random permutation of each instance's valid views, valid ones first.
@@ -81,12 +86,23 @@ class InstanceSampler:
         return Batch(views, in_valid, unseen, tg_valid, self.data.class_ids[idx])
 
 
+def one_copy_per_source(valid: np.ndarray, source: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """``valid`` keeping, per row and source frame, one valid view drawn at random."""
+    r = np.where(valid, rng.random(valid.shape), -1.0)
+    same = (source[:, :, None] == source[:, None, :]) & valid[:, None, :]
+    best = np.where(same, r[:, None, :], -1.0).max(-1)
+    return valid & (r >= best)
+
+
 def best_views(data: DescriptorSet, k: int = 5) -> tuple[np.ndarray, np.ndarray]:
-    """The ``k`` views with the highest visibility per instance (the paper's evaluation input)."""
-    score = np.where(data.view_valid, data.visibility, -np.inf)
+    """The ``k`` views with the highest visibility per instance (the paper's evaluation input), one per frame."""
+    src = data.view_source
+    earlier = np.tril(np.ones((src.shape[1],) * 2, bool), -1)  # [v, w]: w comes before v
+    dup = ((src[:, :, None] == src[:, None, :]) & data.view_valid[:, None, :] & earlier).any(-1)
+    score = np.where(data.view_valid & ~dup, data.visibility, -np.inf)
     order = np.argsort(-score, axis=1, kind="stable")[:, :k]
     rows = np.arange(len(data))[:, None]
     views = data.descriptors[rows, order].astype(np.float32)
-    valid = data.view_valid[rows, order]
+    valid = np.isfinite(score[rows, order])
     views[~valid] = 0.0
     return views, valid

@@ -8,18 +8,29 @@ Why it is hard for naive fusion (and how real VLM descriptors behave):
   (wall/floor-like directions that lie close to some object groups, mixed with
   per-view weights) and, often, a neighbouring object of the same scene (often a
   class of the same group), plus noise.
+- view quality varies within an instance (per-view signal and noise levels),
+  and some views are *distractors*: mostly another object of the scene, with a
+  visibility score that does not give them away;
+- classes outnumber what one view separates: fine-grained classes inside groups.
 Averaging keeps the consistent scene background and the neighbour leakage; a
-medoid keeps one partial, contaminated view. Text embeddings are the class
-prototypes. Splits are by instance; shards are written per scene and split.
+medoid keeps one partial, contaminated view; telling a distractor from a good
+view needs the views to be compared with each other. Text embeddings are the
+class prototypes. Splits are by scene (no test scene is seen in training);
+shards are written per scene and split.
 """
 from __future__ import annotations
 
+import json
+import os
+import shutil
+import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
-from camfusion_ros.training.shards import TEXT_FILE, write_shard, write_text_embeddings
+from camfusion_ros.core.output_folder import check_replaceable_folder, recover_swap, swap_in
+from camfusion_ros.training.shards import TEXT_FILE, ShardError, write_shard, write_text_embeddings
 
 SPLITS = ("train", "val", "test")
 
@@ -39,12 +50,23 @@ class SyntheticConfig:
     neighbour_strength: tuple[float, float] = (0.3, 1.0)
     neighbour_same_group: float = 0.6
     view_noise: float = 0.25
+    quality_spread: float = 0.0  # per-view quality q = exp(-quality_spread*|N(0,1)|): signal x q, noise / q
+    distractor_prob: float = 0.0  # a view is mostly another object of the scene with this probability
+    distractor_strength: tuple[float, float] = (1.0, 1.5)  # that object's weight; the view keeps 0.3 x its own
+    unseen_class_fraction: float = 0.0  # these classes never appear in train/val shards: tested zero-shot
+    split_by: str = "scene"  # "scene": whole scenes per split (held out); "instance": the older random split
     n_scenes: int = 300
     instances_per_scene: int = 16
     views: int = 12
     min_views: int = 2
     split_fractions: tuple[float, float, float] = (0.7, 0.1, 0.2)
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.split_by not in ("scene", "instance"):
+            raise ValueError(f"split_by must be 'scene' or 'instance', got {self.split_by!r}")
+        if self.n_scenes < 3 and self.split_by == "scene":
+            raise ValueError("split_by: scene needs n_scenes >= 3 (one per split)")
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
@@ -95,17 +117,33 @@ def generate(cfg: SyntheticConfig) -> dict:
     neighbour = inst[nb][:, None, :] * rng.uniform(*cfg.neighbour_strength, (n_inst, v, 1)) * has_nb
 
     noise = cfg.view_noise * rng.normal(size=(n_inst, v, d)) / np.sqrt(d)
-    desc = _unit(partial + background + neighbour + noise).astype(np.float32)
+    quality = np.exp(-cfg.quality_spread * np.abs(rng.normal(size=(n_inst, v, 1))))
+    distractor = rng.random((n_inst, v, 1)) < cfg.distractor_prob
+    own = partial * quality * np.where(distractor, 0.3, 1.0)
+    other = inst[nb][:, None, :] * rng.uniform(*cfg.distractor_strength, (n_inst, v, 1)) * distractor
+    desc = _unit(own + background + neighbour + other + noise / quality).astype(np.float32)
 
     n_valid = rng.integers(cfg.min_views, v + 1, n_inst)
     valid = np.arange(v)[None, :] < n_valid[:, None]
-    # Visibility: how much of the object the view sees, observed with noise.
-    visibility = (vis_parts.mean(-1) + 0.15 * rng.normal(size=(n_inst, v))).astype(np.float32)
+    # Visibility: how much of the object the view sees and how well, observed with noise (blind to distractors).
+    visibility = (vis_parts.mean(-1) * quality[..., 0] + 0.15 * rng.normal(size=(n_inst, v))).astype(np.float32)
     desc[~valid] = 0.0
     visibility[~valid] = 0.0
 
-    split = rng.choice(len(SPLITS), n_inst, p=np.asarray(cfg.split_fractions) / sum(cfg.split_fractions))
+    p_split = np.asarray(cfg.split_fractions) / sum(cfg.split_fractions)
+    if cfg.split_by == "scene":   # contiguous cuts of a scene permutation; every split gets a scene
+        n_val = max(1, int(round(cfg.n_scenes * p_split[1])))
+        n_test = max(1, int(round(cfg.n_scenes * p_split[2])))
+        scene_split = np.zeros(cfg.n_scenes, np.int64)
+        perm = rng.permutation(cfg.n_scenes)
+        scene_split[perm[:n_val]] = 1
+        scene_split[perm[n_val : n_val + n_test]] = 2
+        split = scene_split[scene]
+    else:
+        split = rng.choice(len(SPLITS), n_inst, p=p_split)
+    unseen = rng.permutation(cfg.n_classes)[: int(round(cfg.unseen_class_fraction * cfg.n_classes))]
     return {
+        "trainable": ~np.isin(cls, unseen), "unseen_classes": np.sort(unseen),
         "class_ids": cls, "descriptors": desc, "view_valid": valid, "visibility": visibility,
         "split": split, "scene": scene, "prototypes": protos.astype(np.float32),
     }
@@ -115,34 +153,49 @@ def class_names(cfg: SyntheticConfig) -> list[str]:
     return [f"class_{c:03d}" for c in range(cfg.n_classes)]
 
 
+RECORD = "synthetic.json"
+UNSEEN_FILE = "unseen_classes.json"  # class names kept out of train/val (tested zero-shot)
+DATA_FILES = frozenset({*SPLITS, TEXT_FILE, RECORD, UNSEEN_FILE})
+
+
 def write_synthetic(out_dir: str | Path, cfg: SyntheticConfig) -> Path:
-    """Write ``out_dir/{train,val,test}/scene_XXXX.safetensors`` and the text embeddings."""
+    """Write ``out_dir/{train,val,test}/scene_XXXX.safetensors`` and the text embeddings, as one fresh folder.
+
+    The data is written into a temporary sibling and swapped in whole, so a regeneration never mixes in
+    shards of an earlier config; a folder holding anything else is refused (it is not ours)."""
     out = Path(out_dir)
+    check_replaceable_folder(out, DATA_FILES, RECORD, "n_classes", "synthetic data folder", ShardError)
     data = generate(cfg)
     names = class_names(cfg)
     model = f"synthetic-{cfg.dim}d"
-    for si, split in enumerate(SPLITS):
-        for s in range(cfg.n_scenes):
-            m = (data["scene"] == s) & (data["split"] == si)
-            if not m.any():
-                continue
-            write_shard(
-                out / split / f"scene_{s:04d}.safetensors", data["class_ids"][m], data["descriptors"][m],
-                data["view_valid"][m], data["visibility"][m], names, model,
-            )
-    write_text_embeddings(out / TEXT_FILE, names, data["prototypes"], model)
-    import json
-
-    (out / "synthetic.json").write_text(json.dumps(asdict(cfg), indent=2))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        for si, split in enumerate(SPLITS):
+            for s in range(cfg.n_scenes):
+                m = (data["scene"] == s) & (data["split"] == si) & (data["trainable"] | (split == "test"))
+                if not m.any():
+                    continue
+                write_shard(
+                    tmp / split / f"scene_{s:04d}.safetensors", data["class_ids"][m], data["descriptors"][m],
+                    data["view_valid"][m], data["visibility"][m], names, model,
+                )
+        write_text_embeddings(tmp / TEXT_FILE, names, data["prototypes"], model)
+        (tmp / UNSEEN_FILE).write_text(json.dumps([names[c] for c in data["unseen_classes"]]))
+        (tmp / RECORD).write_text(json.dumps(asdict(cfg), indent=2))
+        os.chmod(tmp, 0o755)
+        swap_in(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     return out
 
 
 def ensure_synthetic(out_dir: str | Path, cfg: SyntheticConfig) -> Path:
     """Generate once; regenerate when the recorded config differs."""
-    import json
-
     out = Path(out_dir)
-    rec = out / "synthetic.json"
+    recover_swap(out)
+    rec = out / RECORD
     want = json.loads(json.dumps(asdict(cfg)))
     if rec.is_file() and (out / TEXT_FILE).is_file():
         try:

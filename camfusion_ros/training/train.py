@@ -27,14 +27,16 @@ from torch import nn
 
 from camfusion_ros.cli_errors import report_error
 from camfusion_ros.core.camfusion.checkpoint import CheckpointError, save_checkpoint
-from camfusion_ros.core.camfusion.model import CamFusion, ModelBuildError, build_camfusion
 from camfusion_ros.core.fusion import make_fuser
-from camfusion_ros.core.output_folder import OutputFolderError, check_replaceable_folder, claim_outputs, swap_in
+from camfusion_ros.core.output_folder import (OutputFolderError, check_replaceable_folder, claim_outputs,
+                                              recover_swap, swap_in)
 from camfusion_ros.training.config import ConfigError, TrainConfig, load_config, to_dict
+from camfusion_ros.training.baselines import build_fuser_model
 from camfusion_ros.training.losses import CamFusionLoss
 from camfusion_ros.training.sampler import InstanceSampler, best_views
-from camfusion_ros.training.shards import ShardError, find_text_embeddings, load_split, read_text_embeddings
-from camfusion_ros.training.synthetic import ensure_synthetic
+from camfusion_ros.training.shards import (DescriptorSet, ShardError, find_text_embeddings, load_split,
+                                           read_text_embeddings)
+from camfusion_ros.training.synthetic import UNSEEN_FILE, ensure_synthetic
 
 STATE_FORMAT = "camfusion-train-state/1"
 STATE_FILES = frozenset({"state.json", "state.safetensors"})
@@ -52,7 +54,7 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
 class Trainee(nn.Module):
     """Model + loss parameters in one module, so DDP synchronises both."""
 
-    def __init__(self, model: CamFusion, loss: CamFusionLoss):
+    def __init__(self, model: nn.Module, loss: CamFusionLoss):
         super().__init__()
         self.model = model
         self.loss = loss
@@ -103,10 +105,11 @@ def load_state(path: Path, trainee: Trainee, opt: torch.optim.Optimizer) -> dict
     if doc.get("format") != STATE_FORMAT:
         raise CheckpointError(f"{path} is not a CAMFusion training checkpoint")
     own = {k[len("trainee."):]: v for k, v in tensors.items() if k.startswith("trainee.")}
-    try:
-        build_camfusion(trainee.model.cfg, {k[len("model."):]: v for k, v in own.items() if k.startswith("model.")})
-    except ModelBuildError as e:
-        raise CheckpointError(f"training checkpoint {path} does not match the config: {e}") from None
+    want = {k: tuple(v.shape) for k, v in trainee.state_dict().items()}
+    got = {k: tuple(v.shape) for k, v in own.items()}
+    if want != got:
+        bad = sorted(k for k in set(want) | set(got) if want.get(k) != got.get(k))
+        raise CheckpointError(f"training checkpoint {path} does not match the config: {', '.join(bad[:4])} differ")
     trainee.load_state_dict(own, strict=True)
     state: dict = {}
     for k, v in tensors.items():
@@ -122,6 +125,52 @@ def load_state(path: Path, trainee: Trainee, opt: torch.optim.Optimizer) -> dict
 
 # ---- helpers ----
 
+def param_groups(trainee: nn.Module, weight_decay: float) -> list[dict]:
+    """AdamW groups: weight decay on the linear layers' weight matrices only.
+
+    Norms, biases, the latent query and the loss's temperature and bias are not
+    decayed: shrinking them towards 0 changes what the model computes, not its
+    capacity."""
+    decay = {id(m.weight) for m in trainee.modules() if isinstance(m, nn.Linear)}
+    params = list(trainee.parameters())
+    return [
+        {"params": [p for p in params if id(p) in decay], "weight_decay": weight_decay},
+        {"params": [p for p in params if id(p) not in decay], "weight_decay": 0.0},
+    ]
+
+
+# Settings a resumed run may change: when and how much it reports, not what it optimises.
+RESUME_MAY_CHANGE = frozenset({"epochs", "max_steps", "val_every", "checkpoint_every", "log_every", "num_threads"})
+
+
+def check_resumable(ckpt_dir: Path, cfg: TrainConfig, world: int) -> None:
+    """Refuse (one line) to continue a run whose model, loss, data, schedule or world size changed."""
+    try:
+        doc = json.loads((ckpt_dir / "state.json").read_text())
+        saved, saved_world = doc["config"], int(doc["extra"]["world_size"])
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise CheckpointError(f"corrupt training checkpoint in {ckpt_dir}: {e}") from None
+    now = json.loads(json.dumps(to_dict(cfg)))
+
+    def diff(a, b, where=""):
+        if isinstance(a, dict) and isinstance(b, dict):
+            for k in sorted(set(a) | set(b)):
+                if not where and k in RESUME_MAY_CHANGE:
+                    continue
+                yield from diff(a.get(k), b.get(k), f"{where}{k}.")
+        elif a != b:
+            yield f"{where[:-1]} ({a!r} -> {b!r})"
+
+    changed = list(diff(saved, now))
+    if changed:
+        raise CheckpointError(
+            f"cannot resume {ckpt_dir}: the config changed in {', '.join(changed[:4])}"
+            f"{' ...' if len(changed) > 4 else ''}; train into a new --out or restore the config")
+    if saved_world != world:
+        raise CheckpointError(
+            f"cannot resume {ckpt_dir}: it was trained by {saved_world} process(es), this run has {world}; "
+            f"the data order and per-rank randomness depend on it (use --nproc_per_node {saved_world})")
+
 def _dist_env() -> tuple[int, int, int]:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     return int(os.environ.get("RANK", "0")), world, int(os.environ.get("LOCAL_RANK", "0"))
@@ -131,6 +180,42 @@ def topk_accuracy(fused: np.ndarray, text: np.ndarray, labels: np.ndarray, ks=(1
     scores = fused @ text.T
     order = np.argsort(-scores, axis=1)
     return {f"top{k}": float((order[:, :k] == labels[:, None]).any(1).mean()) for k in ks}
+
+
+def fuse_split(model: nn.Module, views: np.ndarray, valid: np.ndarray, device: torch.device, use_cuda: bool) -> np.ndarray:
+    """The model's fused embeddings of (views, valid) in eval mode, in chunks."""
+    was_training = model.training
+    model.eval()
+    fused = []
+    with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_cuda):
+        for s in range(0, len(views), 4096):
+            v = torch.from_numpy(views[s : s + 4096]).to(device)
+            m = torch.from_numpy(valid[s : s + 4096]).to(device)
+            fused.append(model(v, m).float().cpu().numpy())
+    model.train(was_training)
+    return np.concatenate(fused)
+
+
+def split_metrics(model: nn.Module, data: DescriptorSet, text: np.ndarray, views: int, device: torch.device,
+                  use_cuda: bool, prefix: str) -> dict:
+    """Top-1/top-5 of ``model`` and top-1 of average pooling on ``data``'s best views, keys ``<prefix>_...``."""
+    v, m = best_views(data, views)
+    acc = topk_accuracy(fuse_split(model, v, m, device, use_cuda), text, data.class_ids)
+    avg = topk_accuracy(make_fuser("avg").fuse(v, m), text, data.class_ids)
+    return {f"{prefix}_top1": acc["top1"], f"{prefix}_top5": acc["top5"], f"{prefix}_avg_top1": avg["top1"]}
+
+
+def unseen_class_subset(root: Path, data: DescriptorSet) -> DescriptorSet | None:
+    """The instances of ``data`` whose classes the data root lists as never trained on (``unseen_classes.json``)."""
+    path = root / UNSEEN_FILE
+    if not path.is_file():
+        return None
+    unseen = set(json.loads(path.read_text()))
+    keep = np.isin(data.class_ids, [i for i, n in enumerate(data.class_names) if n in unseen])
+    if not keep.any():
+        return None
+    return DescriptorSet(data.class_ids[keep], data.descriptors[keep], data.view_valid[keep], data.visibility[keep],
+                         data.class_names, data.model, data.view_source[keep])
 
 
 def _append_jsonl(path: Path, rec: dict) -> None:
@@ -207,6 +292,7 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False, stop_at_step:
         names, text_np = read_text_embeddings(find_text_embeddings(root / cfg.data.train_split))
         train_set = load_split(root / cfg.data.train_split, names)
         val_set = load_split(root / cfg.data.val_split, names)
+        test_set = load_split(root / cfg.data.test_split, names) if cfg.data.test_split else None
         if train_set.dim != cfg.model.input_dim or text_np.shape[1] != cfg.model.input_dim:
             raise ConfigError(
                 f"model.input_dim {cfg.model.input_dim} does not match the data (descriptors {train_set.dim}, text {text_np.shape[1]})"
@@ -218,19 +304,16 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False, stop_at_step:
         total = cfg.max_steps if cfg.max_steps is not None else cfg.epochs * steps_per_epoch
 
         torch.manual_seed(cfg.seed)
-        trainee = Trainee(build_camfusion(cfg.model), CamFusionLoss(cfg.loss)).to(device)
-        decay = [p for n, p in trainee.named_parameters() if p.ndim >= 2 and n.startswith("model.")]
-        no_decay = [p for n, p in trainee.named_parameters() if not (p.ndim >= 2 and n.startswith("model."))]
-        opt = torch.optim.AdamW(
-            [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-            lr=cfg.lr_max, betas=cfg.betas,
-        )
+        trainee = Trainee(build_fuser_model(cfg.arch, cfg.model), CamFusionLoss(cfg.loss)).to(device)
+        opt = torch.optim.AdamW(param_groups(trainee, cfg.weight_decay), lr=cfg.lr_max, betas=cfg.betas)
         start = 0
         ckpt_dir = out / "checkpoint"
         metrics = out / "metrics.jsonl"
         if resume:
+            recover_swap(ckpt_dir)
             if not (ckpt_dir / "state.json").is_file():
                 raise CheckpointError(f"nothing to resume: no training checkpoint in {ckpt_dir}")
+            check_resumable(ckpt_dir, cfg, world)
             start = int(load_state(ckpt_dir, trainee, opt)["step"])
             if rank == 0:
                 _truncate_metrics(metrics, start)
@@ -239,20 +322,9 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False, stop_at_step:
         net = nn.parallel.DistributedDataParallel(trainee) if distributed else trainee
         sampler = InstanceSampler(train_set, cfg.sampler)
         text_all = torch.from_numpy(text_np).to(device)
-        val_views, val_valid = best_views(val_set, cfg.eval_views)
-        val_avg = topk_accuracy(make_fuser("avg").fuse(val_views, val_valid), text_np, val_set.class_ids)
-
         def validate(step: int) -> dict:
-            trainee.eval()
-            fused = []
-            with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_cuda):
-                for s in range(0, len(val_views), 4096):
-                    v = torch.from_numpy(val_views[s : s + 4096]).to(device)
-                    m = torch.from_numpy(val_valid[s : s + 4096]).to(device)
-                    fused.append(trainee.model(v, m).float().cpu().numpy())
-            trainee.train()
-            acc = topk_accuracy(np.concatenate(fused), text_np, val_set.class_ids)
-            return {"step": step, "val_top1": acc["top1"], "val_top5": acc["top5"], "val_avg_top1": val_avg["top1"]}
+            acc = split_metrics(trainee.model, val_set, text_np, cfg.eval_views, device, use_cuda, "val")
+            return {"step": step, **acc}
 
         from tqdm import tqdm
 
@@ -308,8 +380,14 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False, stop_at_step:
                 break
         bar.close()
         finished = step + 1 >= total
+        if rank == 0 and finished and test_set is not None:
+            last_val = {**last_val, **split_metrics(trainee.model, test_set, text_np, cfg.eval_views, device, use_cuda, "test")}
+            unseen = unseen_class_subset(root, test_set)
+            if unseen is not None:
+                last_val.update(split_metrics(trainee.model, unseen, text_np, cfg.eval_views, device, use_cuda,
+                                              "test_unseen_classes"))
         if rank == 0:
-            if finished:
+            if finished and cfg.arch == "camfusion":   # baselines stay in the run's training state
                 save_checkpoint(
                     out / "final", trainee.model, cfg.model,
                     extra={"step": total, "temperature": float(trainee.loss.temperature.detach()), "bias": float(trainee.loss.bias.detach()),
