@@ -27,6 +27,7 @@ VARIANTS: dict[str, tuple[str, dict]] = {
     "deepsets": ("DeepSets (per-view MLP, mean, MLP)", {"arch": "deepsets"}),
     "camfusion_class": ("CAMFusion, class loss only", {"loss.multiview_weight": 0.0}),
     "camfusion": ("CAMFusion, class + multiview loss", {}),
+    "camfusion_mv_quarter": ("CAMFusion, class + multiview loss at weight 0.25", {"loss.multiview_weight": 0.25}),
     "camfusion_mv_paper": ("CAMFusion, multiview loss normalised as printed (sum / (B x U))",
                            {"loss.multiview_norm": "paper"}),
     "camfusion_span_all": ("CAMFusion, self-attention over all views", {"model.self_attn_span": "all"}),
@@ -163,7 +164,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=Path("out/fusion_benchmark"))
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--variants", nargs="+", default=["linear", "deepsets", "camfusion_class", "camfusion",
-                                                      "camfusion_mv_paper", "camfusion_span_all"])
+                                                      "camfusion_mv_quarter", "camfusion_mv_paper",
+                                                      "camfusion_span_all"],
+                    help=f"of {', '.join(VARIANTS)}")
     ap.add_argument("--max-steps", type=int, help="override the config's steps (a quick look)")
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)

@@ -171,6 +171,7 @@ def check_resumable(ckpt_dir: Path, cfg: TrainConfig, world: int) -> None:
             f"cannot resume {ckpt_dir}: it was trained by {saved_world} process(es), this run has {world}; "
             f"the data order and per-rank randomness depend on it (use --nproc_per_node {saved_world})")
 
+
 def _dist_env() -> tuple[int, int, int]:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     return int(os.environ.get("RANK", "0")), world, int(os.environ.get("LOCAL_RANK", "0"))
@@ -310,7 +311,10 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False, stop_at_step:
         ckpt_dir = out / "checkpoint"
         metrics = out / "metrics.jsonl"
         if resume:
-            recover_swap(ckpt_dir)
+            if rank == 0:   # the one writer of checkpoints repairs an interrupted swap before anyone reads
+                recover_swap(ckpt_dir)
+            if distributed:
+                dist.barrier()
             if not (ckpt_dir / "state.json").is_file():
                 raise CheckpointError(f"nothing to resume: no training checkpoint in {ckpt_dir}")
             check_resumable(ckpt_dir, cfg, world)
