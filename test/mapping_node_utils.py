@@ -1,15 +1,18 @@
-"""Shared helpers of the mapping-node tests: tiny configs, node start-up, status polling."""
+"""Shared helpers of the mapping-node tests: tiny configs, node start-up, status polling, live runs beside an
+offline reference."""
 from __future__ import annotations
 
 import json
 import subprocess
 import time
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator, Optional
 
 import yaml
 
 from camfusion_ros.child_processes import start_child
-from rostest_utils import REPO, python
+from rostest_utils import REPO, python, start, stop
 
 CLIENT = "test/ros_peers/mapping_client.py"
 VOCAB = ["chair", "table", "sofa", "lamp", "wall", "floor"]
@@ -70,3 +73,65 @@ def wait_status(env: dict, node: subprocess.Popen, pred, timeout: float, what: s
 
 def accounted(s: dict) -> bool:
     return s["received"] == s["processed"] + sum(s["dropped"].values()) + s["pending"]
+
+
+# The same pipeline run offline over a bag, in its own process: what a live run of the node must reproduce.
+OFFLINE = """
+import json, sys, warnings
+warnings.filterwarnings("ignore")
+from camfusion_ros.core.config import load_config
+from camfusion_ros.core.pipeline import MappingPipeline
+from camfusion_ros.core.recording import read_frames
+p = MappingPipeline(load_config(json.loads(sys.argv[2])))
+for f in read_frames(sys.argv[1]):
+    p.process(f)
+p.fuse_pending()
+print(json.dumps([{"id": r.id, "centroid": r.centroid.tolist(), "num_points": r.num_points} for r in p.instances()]))
+"""
+
+
+class LiveRun:
+    """A ready node, the replays fed to it and (optionally) the offline reference computed beside it."""
+
+    def __init__(self, env: dict, node: subprocess.Popen, offline: Optional[subprocess.Popen]) -> None:
+        self.env, self.node, self.offline = env, node, offline
+        self.replays: list[subprocess.Popen] = []
+
+    def replay(self, bag: Path, *args: str) -> str:
+        """camfusion-replay BAG ARGS to the end; returns its stderr (the replay summary)."""
+        proc = start(["-m", "camfusion_ros.nodes.replay", str(bag), *args], self.env)
+        self.replays.append(proc)
+        _, err = proc.communicate(timeout=90)
+        assert proc.returncode == 0, err
+        return err
+
+    def reference(self) -> list[dict]:
+        """The offline pipeline's instances (id, centroid, num_points) of the same bag."""
+        out, err = self.offline.communicate(timeout=240)
+        assert self.offline.returncode == 0, err[-2000:]
+        return json.loads(out.strip().splitlines()[-1])
+
+    def stop_all(self) -> None:
+        for proc in self.replays:
+            stop(proc)
+        stop(self.node)
+        if self.offline is not None and self.offline.poll() is None:
+            self.offline.kill()
+            self.offline.communicate()
+
+
+@contextmanager
+def live_run(env: dict, params: Path, reference_bag: Optional[Path] = None) -> Iterator[LiveRun]:
+    """The node started with ``params`` and ready; with ``reference_bag``, that bag mapped offline in parallel
+    (TINY config). Every process started here is stopped when the block ends, whatever happened in it."""
+    offline = None
+    if reference_bag is not None:
+        offline = subprocess.Popen([python(), "-c", OFFLINE, str(reference_bag), json.dumps(TINY)], cwd=REPO,
+                                   env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    run = LiveRun(env, start_node(env, params), offline)
+    try:
+        wait_status(env, run.node, lambda s: s["ready"], 120, "the node to load its models")
+        yield run
+    finally:
+        run.stop_all()
+

@@ -11,7 +11,7 @@ import time
 import pytest
 import yaml
 
-from mapping_node_utils import TINY, VOCAB, accounted, client, node_log, start_node, wait_status, write_params
+from mapping_node_utils import VOCAB, accounted, client, live_run, node_log, start_node, wait_status, write_params
 from rostest_utils import REPO, python, ros_env, start, stop
 from match_utils import assert_same_centroids
 
@@ -122,20 +122,6 @@ def tiny_scene(tmp_path_factory):
                     SynthConfig(seed=1, frames=FRAMES, width=160, height=120, objects=3))
 
 
-OFFLINE = """
-import json, sys, warnings
-warnings.filterwarnings("ignore")
-from camfusion_ros.core.config import load_config
-from camfusion_ros.core.pipeline import MappingPipeline
-from camfusion_ros.core.recording import read_frames
-p = MappingPipeline(load_config(json.loads(sys.argv[2])))
-for f in read_frames(sys.argv[1]):
-    p.process(f)
-p.fuse_pending()
-print(json.dumps([{"id": r.id, "centroid": r.centroid.tolist(), "num_points": r.num_points} for r in p.instances()]))
-"""
-
-
 MAP_CLIENT = """
 import json, sys
 from camfusion_ros.nodes.query_cli import call_service
@@ -157,15 +143,9 @@ def test_node_replayer_and_clients_in_separate_processes_match_offline(tiny_scen
     env = ros_env()
     bag = tiny_scene / "bag"
     # The offline reference runs meanwhile, in its own process (the same pipeline, read_frames directly).
-    offline = subprocess.Popen([python(), "-c", OFFLINE, str(bag), json.dumps(TINY)], cwd=REPO, env=env,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    node = start_node(env, write_params(tmp_path / "params.yaml", map_root=str(tmp_path)))
-    replay = None
-    try:
-        wait_status(env, node, lambda s: s["ready"], 120, "the node to load its models")
-        replay = start(["-m", "camfusion_ros.nodes.replay", str(bag), "--rate", "4", "--wait-for-subscribers", "30"], env)
-        out, err = replay.communicate(timeout=90)
-        assert replay.returncode == 0, err
+    with live_run(env, write_params(tmp_path / "params.yaml", map_root=str(tmp_path)), bag) as run:
+        node = run.node
+        err = run.replay(bag, "--rate", "4", "--wait-for-subscribers", "30")
         from camfusion_ros.core.recording import inspect_recording
 
         topics = inspect_recording(bag)["topics"]     # the 5 frame topics, and /tf + /tf_static (pose_source tf)
@@ -174,9 +154,7 @@ def test_node_replayer_and_clients_in_separate_processes_match_offline(tiny_scen
                         150, f"all {FRAMES} frames to be processed")
         assert s["received"] == FRAMES * 5 and s["processed"] == FRAMES * 5 and not s["dropped"] and accounted(s)
         live = client(env, "instances", "30", str(s["instances"]))
-        ref_out, ref_err = offline.communicate(timeout=240)
-        assert offline.returncode == 0, ref_err[-2000:]
-        ref = json.loads(ref_out.strip().splitlines()[-1])
+        ref = run.reference()
 
         assert live["frame_id"] == "map"
         assert_same_centroids([i["centroid"] for i in live["instances"]], [r["centroid"] for r in ref])
@@ -219,13 +197,6 @@ def test_node_replayer_and_clients_in_separate_processes_match_offline(tiny_scen
         assert answers["load"][0] is True and f"loaded {len(snap.ids)} instances" in answers["load"][1]
         after = wait_status(env, node, lambda s: s["instances"] == len(ids), 30, "the reloaded map to be published")
         assert sorted(after["instance_ids"]) == ids
-    finally:
-        if replay is not None:
-            stop(replay)
-        stop(node)
-        if offline.poll() is None:
-            offline.kill()
-            offline.communicate()
 
 
 CORRUPT_PEER = """
@@ -262,28 +233,19 @@ def test_node_maps_a_replayed_compressed_bag_and_counts_a_corrupt_image_as_a_dro
     cfg = dict(seed=1, frames=frames, width=160, height=120, objects=3)
     bag = generate(tmp_path / "compressed", SynthConfig(compressed=True, **cfg)) / "bag"
     raw = generate(tmp_path / "raw", SynthConfig(**cfg)) / "bag"
-    offline = subprocess.Popen([python(), "-c", OFFLINE, str(raw), json.dumps(TINY)], cwd=REPO, env=env,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     color = "/camera/color/image_raw/compressed"
-    node = start_node(env, write_params(tmp_path / "params.yaml", topics={"color": color},
-                                        depth_transport="compressed"))
-    replay = None
-    try:
-        wait_status(env, node, lambda s: s["ready"], 120, "the node to load its models")
+    params = write_params(tmp_path / "params.yaml", topics={"color": color}, depth_transport="compressed")
+    with live_run(env, params, raw) as run:
+        node = run.node
         inputs = [color, "/camera/depth/image_raw/compressedDepth", "/camera/color/camera_info", "/camera/pose",
                   "/camera/instances/image_raw"]                # the node's inputs alone (bags may carry /tf too)
-        replay = start(["-m", "camfusion_ros.nodes.replay", str(bag), "--rate", "4", "--wait-for-subscribers", "30",
-                        "--topics", *inputs], env)
-        _, err = replay.communicate(timeout=90)
-        assert replay.returncode == 0, err
+        err = run.replay(bag, "--rate", "4", "--wait-for-subscribers", "30", "--topics", *inputs)
         assert f"replayed {frames * 5} messages" in err
         s = wait_status(env, node, lambda s: (s["frames_processed"] == frames and s["instances"] > 0
                                               and s["pending"] == 0), 150, f"all {frames} frames to be processed")
         assert s["received"] == frames * 5 and s["processed"] == frames * 5 and not s["dropped"] and accounted(s)
         live = client(env, "instances", "30", str(s["instances"]))
-        ref_out, ref_err = offline.communicate(timeout=240)
-        assert offline.returncode == 0, ref_err[-2000:]
-        ref = json.loads(ref_out.strip().splitlines()[-1])
+        ref = run.reference()
         assert_same_centroids([i["centroid"] for i in live["instances"]], [r["centroid"] for r in ref])
 
         peer = subprocess.run([python(), "-c", CORRUPT_PEER, color], env=env, cwd=REPO, capture_output=True,
@@ -294,13 +256,6 @@ def test_node_maps_a_replayed_compressed_bag_and_counts_a_corrupt_image_as_a_dro
         assert s["received"] == frames * 5 + 1 and s["frames_processed"] == frames
         assert s["dropped"] == {"bad_compressed": 1}
         assert "dropped (bad_compressed): color:" in node_log(node)
-    finally:
-        if replay is not None:
-            stop(replay)
-        stop(node)
-        if offline.poll() is None:
-            offline.kill()
-            offline.communicate()
 
 
 def test_query_cli_without_a_node_is_one_error_line(tmp_path):

@@ -6,8 +6,6 @@ mapped to the pose topic's instances, use_sim_time with --clock at 2x (lookups
 in bag time), and a frame whose transform never comes counted as no_transform.
 Models: GT masks and PE-Core-T with RANDOM weights, as in test_mapping_node.
 """
-import json
-import subprocess
 import time
 
 import numpy as np
@@ -15,10 +13,10 @@ import pytest
 from rosbags.highlevel import AnyReader
 from rosbags.rosbag2 import StoragePlugin, Writer
 
-from mapping_node_utils import TINY, accounted, client, start_node, wait_status, write_params
-from rostest_utils import REPO, python, ros_env, start, stop
+from mapping_node_utils import accounted, client, live_run, wait_status, write_params
+from rostest_utils import ros_env
 from match_utils import assert_same_centroids
-from test_mapping_node import OFFLINE, ros_context, wait_ready  # noqa: F401 (ros_context is a fixture)
+from test_mapping_node import ros_context, wait_ready  # noqa: F401 (ros_context is a fixture)
 
 FRAMES = 8
 NMSG = 4                      # colour, depth, camera_info, instances: no pose topic in tf mode
@@ -130,16 +128,9 @@ def test_waiting_line_releases_late_tf_and_drops_what_never_comes(ros_context):
 def test_live_node_with_tf_poses_maps_every_frame_like_the_pose_topic(tf_scene, tmp_path):
     env = ros_env()
     bag = tf_scene / "bag"
-    offline = subprocess.Popen([python(), "-c", OFFLINE, str(bag), json.dumps(TINY)], cwd=REPO, env=env,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    node = start_node(env, write_params(tmp_path / "params.yaml", pose_source="tf"))
-    replay = None
-    try:
-        wait_status(env, node, lambda s: s["ready"], 120, "the node to load its models")
-        replay = start(["-m", "camfusion_ros.nodes.replay", str(bag), "--rate", "4", "--wait-for-subscribers", "30"],
-                       env)
-        _, err = replay.communicate(timeout=90)
-        assert replay.returncode == 0, err
+    with live_run(env, write_params(tmp_path / "params.yaml", pose_source="tf"), bag) as run:
+        node = run.node
+        run.replay(bag, "--rate", "4", "--wait-for-subscribers", "30")
         s = wait_status(env, node, lambda s: s["frames_processed"] == FRAMES and s["instances"] > 0
                         and s["pending"] == 0, 150, f"all {FRAMES} frames to be processed")
         assert s["received"] == FRAMES * NMSG and not s["dropped"] and accounted(s)
@@ -151,17 +142,8 @@ def test_live_node_with_tf_poses_maps_every_frame_like_the_pose_topic(tf_scene, 
         assert tf["last_lookup_stamp_ns"] == _stamps(bag)[-1]
         assert abs(tf["last_lookup_clock_ns"] - time.time_ns()) < 600 * S     # no use_sim_time: the wall clock
         live = client(env, "instances", "30", str(s["instances"]))
-        ref_out, ref_err = offline.communicate(timeout=240)
-        assert offline.returncode == 0, ref_err[-2000:]
-        ref = json.loads(ref_out.strip().splitlines()[-1])        # the pose topic, read offline
+        ref = run.reference()                                      # the pose topic, read offline
         assert_same_centroids([i["centroid"] for i in live["instances"]], [r["centroid"] for r in ref])
-    finally:
-        if replay is not None:
-            stop(replay)
-        stop(node)
-        if offline.poll() is None:
-            offline.kill()
-            offline.communicate()
 
 
 @pytest.mark.ros
@@ -181,15 +163,10 @@ def test_live_tf_under_use_sim_time_looks_up_in_bag_time_and_counts_no_transform
 
     bag = _copy_bag(tf_scene / "bag", tmp_path / "bag", edit)
     env = ros_env()
-    node = start_node(env, write_params(tmp_path / "params.yaml", pose_source="tf", tf_wait_s=0.3,
-                                        use_sim_time=True))
-    replay = None
-    try:
-        wait_status(env, node, lambda s: s["ready"], 120, "the node to load its models")
-        replay = start(["-m", "camfusion_ros.nodes.replay", str(bag), "--rate", "2", "--clock",
-                        "--wait-for-subscribers", "30"], env)
-        _, err = replay.communicate(timeout=90)
-        assert replay.returncode == 0, err
+    params = write_params(tmp_path / "params.yaml", pose_source="tf", tf_wait_s=0.3, use_sim_time=True)
+    with live_run(env, params) as run:
+        node = run.node
+        run.replay(bag, "--rate", "2", "--clock", "--wait-for-subscribers", "30")
         s = wait_status(env, node, lambda s: s["frames_processed"] == FRAMES - 1 and s["pending"] == 0, 150,
                         f"{FRAMES - 1} frames to be processed")
         assert s["dropped"] == {"no_transform": NMSG} and s["received"] == FRAMES * NMSG and accounted(s)
@@ -197,8 +174,4 @@ def test_live_tf_under_use_sim_time_looks_up_in_bag_time_and_counts_no_transform
         assert tf["last_lookup_stamp_ns"] == stamps[-1]
         # the node's clock at the last lookup was the bag's /clock (2023), not the wall clock
         assert stamps[0] - S <= tf["last_lookup_clock_ns"] <= stamps[-1] + S, (tf, stamps[-1])
-    finally:
-        if replay is not None:
-            stop(replay)
-        stop(node)
     assert "dropped (no_transform): map <- camera_without_tf_optical_frame" in open(node.log_path).read()

@@ -165,3 +165,16 @@ def test_add_message_takes_a_real_tfmessage_and_skips_bad_transforms():
     stored, errors = buf.add_message(msg)
     assert stored == 2 and len(errors) == 1 and "quaternion" in errors[0]
     assert buf.lookup("odom", "base", 10 * S + S // 2)[0, 3] == pytest.approx(0.5)
+
+
+def test_a_loop_in_the_tree_is_one_connectivity_error():
+    """Links published so that a -> b -> c -> a: any lookup through them stops with an error, never spins."""
+    buf = TransformBuffer()
+    buf.set_transform("a", "b", T0, (1, 0, 0), yaw(0), static=True)
+    buf.set_transform("b", "c", T0, (1, 0, 0), yaw(0), static=True)
+    buf.set_transform("c", "a", T0, (1, 0, 0), yaw(0), static=True)
+    buf.set_transform("world", "x", T0, (0, 0, 0), yaw(0), static=True)
+    for target, source in (("world", "a"), ("a", "x")):
+        with pytest.raises(TransformError, match="loop") as exc:
+            buf.lookup(target, source, T0)
+        assert exc.value.kind == "connectivity"

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import bisect
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Optional
+from typing import Any, Callable, Iterable, Optional
 
 import numpy as np
 from scipy.spatial.transform import Rotation, Slerp
@@ -222,57 +222,45 @@ class TransformBuffer:
         except TransformError:
             return False
 
-    def _walk(self, target: str, source: str, stamp: int, tol: int) -> np.ndarray:
-        """Up from the source to its root, then up from the target until a frame of the source's chain."""
-        chain: dict[str, np.ndarray] = {source: np.eye(4)}      # frame -> T_frame_source
-        failure: Optional[TransformError] = None
-        cur, acc = source, np.eye(4)
+    def _chain_up(self, start: str, stamp: int, tol: int, stop: Callable[[str], bool]
+                  ) -> tuple[dict[str, np.ndarray], str, Optional[TransformError]]:
+        """Frames from ``start`` upwards with ``T_frame_start``, up to the first frame where ``stop`` holds, the
+        root, or a link that has no sample near ``stamp`` (returned as the failure): (chain, last frame, failure)."""
+        chain: dict[str, np.ndarray] = {start: np.eye(4)}
+        cur, acc = start, np.eye(4)
         for _ in range(MAX_GRAPH_DEPTH):
-            if cur == target:
-                return acc
             link = self._links.get(cur)
-            if link is None:
-                break
+            if stop(cur) or link is None:
+                return chain, cur, None
             try:
                 parent, T = link.sample(stamp, tol, cur)
             except TransformError as exc:
-                failure = exc
-                break
+                return chain, cur, exc
             acc = T @ acc
             cur = parent
             if cur in chain:
                 raise TransformError("connectivity", f"the transform tree has a loop through {cur!r}")
             chain[cur] = acc
-        else:
-            raise TransformError("connectivity", f"the transform tree is deeper than {MAX_GRAPH_DEPTH} "
-                                                 f"frames above {source!r} (a loop?)")
-        cur, acc = target, np.eye(4)                            # acc: T_cur_target
-        seen = {target}
-        for _ in range(MAX_GRAPH_DEPTH):
-            if cur in chain:
-                T_cur_target = acc
-                R, t = T_cur_target[:3, :3], T_cur_target[:3, 3]
-                inv = np.eye(4)
-                inv[:3, :3], inv[:3, 3] = R.T, -R.T @ t
-                return inv @ chain[cur]
-            link = self._links.get(cur)
-            if link is None:
-                break
-            try:
-                parent, T = link.sample(stamp, tol, cur)
-            except TransformError as exc:
-                failure = failure or exc
-                break
-            acc = T @ acc
-            cur = parent
-            if cur in seen:
-                raise TransformError("connectivity", f"the transform tree has a loop through {cur!r}")
-            seen.add(cur)
+        raise TransformError("connectivity", f"the transform tree is deeper than {MAX_GRAPH_DEPTH} "
+                                             f"frames above {start!r} (a loop?)")
+
+    def _walk(self, target: str, source: str, stamp: int, tol: int) -> np.ndarray:
+        """Up from the source to its root, then up from the target until a frame of the source's chain."""
+        up, top, failure = self._chain_up(source, stamp, tol, lambda f: f == target)   # frame -> T_frame_source
+        if top == target:
+            return up[target]
+        down, meet, failure_down = self._chain_up(target, stamp, tol, lambda f: f in up)  # frame -> T_frame_target
+        if meet in up:
+            R, t = down[meet][:3, :3], down[meet][:3, 3]
+            inv = np.eye(4)                                                       # T_target_meet
+            inv[:3, :3], inv[:3, 3] = R.T, -R.T @ t
+            return inv @ up[meet]
+        failure = failure or failure_down
         if failure is not None:
             raise TransformError(failure.kind, f"{target} <- {source}: {failure}")
         raise TransformError("connectivity", f"no connection between {target!r} and {source!r}: they are not part "
-                                             f"of the same tree ({source!r} is under {_root(chain)!r}, {target!r} "
-                                             f"under {cur!r})")
+                                             f"of the same tree ({source!r} is under {_root(up)!r}, {target!r} "
+                                             f"under {meet!r})")
 
     def _latest_common(self, target: str, source: str) -> int:
         """tf2's latest common time: the oldest of the newest samples of the dynamic links between the frames."""

@@ -199,8 +199,8 @@ class DepthBin:
                 return np.frombuffer(raw, "<u2").reshape(DEPTH_H, DEPTH_W).copy()
         except Exception:                           # lz4.block.LZ4BlockError
             pass
-        try:
-            raw = zlib.decompress(data, wbits=-zlib.MAX_WBITS)
+        try:   # bounded: a hostile record cannot inflate past one frame
+            raw = zlib.decompressobj(wbits=-zlib.MAX_WBITS).decompress(data, DEPTH_H * DEPTH_W * 4 + 1)
         except zlib.error:
             return None
         if len(raw) != DEPTH_H * DEPTH_W * 4:
@@ -243,7 +243,7 @@ class _DeflateFrames:
 
     def _pull(self) -> Optional[bytes]:
         while len(self._buf) < self.FRAME:
-            chunk = self._f.read(1 << 20)
+            chunk = self._f.read(1 << 16)   # deflate inflates <= ~1032x: at most ~66 MB per read
             try:
                 self._buf += self._z.decompress(chunk) if chunk else self._z.flush()
             except zlib.error:
