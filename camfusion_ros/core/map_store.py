@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,7 +22,7 @@ import numpy as np
 from safetensors import SafetensorError
 from safetensors.numpy import load_file, save_file
 
-from camfusion_ros.core.output_folder import check_replaceable_folder, swap_in
+from camfusion_ros.core.output_folder import check_replaceable_folder, fresh_folder
 from camfusion_ros.core.ply import PlyError, read_ply, write_ply
 
 FORMAT_VERSION = 1
@@ -72,9 +70,7 @@ def save_map(directory: str | os.PathLike, snap: MapSnapshot) -> Path:
     """Write the map atomically (temp folder + rename); never replaces a folder holding a user's files."""
     target = Path(directory).absolute()
     check_replaceable(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    try:
+    with fresh_folder(target) as tmp:
         write_ply(tmp / "points.ply", {
             "x": snap.points[:, 0].astype(np.float32), "y": snap.points[:, 1].astype(np.float32),
             "z": snap.points[:, 2].astype(np.float32), "red": snap.colors[:, 0].astype(np.uint8),
@@ -91,10 +87,6 @@ def save_map(directory: str | os.PathLike, snap: MapSnapshot) -> Path:
         meta = dict(snap.meta, format_version=FORMAT_VERSION)
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1, default=_json_default))
         check_replaceable(target)                       # again: something may have appeared meanwhile
-        swap_in(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return target
 
 

@@ -13,8 +13,9 @@ import os
 import re
 import shutil
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Iterator
 
 RECORD = ".camfusion_outputs.json"
 RECORD_FORMAT = "camfusion_ros outputs v1"
@@ -99,6 +100,21 @@ def check_replaceable_folder(target: str | os.PathLike, files: Iterable[str], re
             raise error(f"refusing to replace {target}: its {record} is not one this package wrote")
 
 
+@contextmanager
+def fresh_folder(target: Path) -> Iterator[Path]:
+    """A temporary folder beside ``target`` to write a whole new version into: swapped in (``swap_in``) when the
+    block ends, removed if it fails. Its name is one ``recover_swap`` knows. Check ``target`` replaceable first."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        yield tmp
+        swap_in(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
 def swap_in(tmp: Path, target: Path) -> None:
     """Put the finished folder ``tmp`` at ``target``, replacing a previous one (checked replaceable by the caller).
 
@@ -121,7 +137,7 @@ def recover_swap(target: Path) -> bool:
     siblings (half-written temporaries, old folders) are removed. Call it only while nothing else writes
     ``target``."""
     target = Path(target)
-    # exactly the names swap_in's callers make: mkdtemp(prefix=".<name>.") and ".<name>.old.<pid>"
+    # exactly the names fresh_folder and swap_in make: mkdtemp(prefix=".<name>.") and ".<name>.old.<pid>"
     ours = re.compile(rf"\.{re.escape(target.name)}\.([a-z0-9_]{{8}}|old\.\d+)")
     leftovers = [p for p in target.parent.glob(f".{target.name}.*") if ours.fullmatch(p.name)]
     olds = [p for p in leftovers if p.name.startswith(f".{target.name}.old.")]

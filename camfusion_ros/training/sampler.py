@@ -86,20 +86,24 @@ class InstanceSampler:
         return Batch(views, in_valid, unseen, tg_valid, self.data.class_ids[idx])
 
 
+def one_view_per_source(valid: np.ndarray, source: np.ndarray, key: np.ndarray) -> np.ndarray:
+    """``valid`` keeping, per row and source frame, the valid view with the largest ``key`` (keys distinct per row)."""
+    k = np.where(valid, key, -np.inf)
+    same = (source[:, :, None] == source[:, None, :]) & valid[:, None, :]
+    best = np.where(same, k[:, None, :], -np.inf).max(-1)
+    return valid & (k >= best)
+
+
 def one_copy_per_source(valid: np.ndarray, source: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """``valid`` keeping, per row and source frame, one valid view drawn at random."""
-    r = np.where(valid, rng.random(valid.shape), -1.0)
-    same = (source[:, :, None] == source[:, None, :]) & valid[:, None, :]
-    best = np.where(same, r[:, None, :], -1.0).max(-1)
-    return valid & (r >= best)
+    return one_view_per_source(valid, source, rng.random(valid.shape))
 
 
 def best_views(data: DescriptorSet, k: int = 5) -> tuple[np.ndarray, np.ndarray]:
     """The ``k`` views with the highest visibility per instance (the paper's evaluation input), one per frame."""
-    src = data.view_source
-    earlier = np.tril(np.ones((src.shape[1],) * 2, bool), -1)  # [v, w]: w comes before v
-    dup = ((src[:, :, None] == src[:, None, :]) & data.view_valid[:, None, :] & earlier).any(-1)
-    score = np.where(data.view_valid & ~dup, data.visibility, -np.inf)
+    first = -np.arange(data.view_valid.shape[1], dtype=np.float64)     # a frame's first view wins
+    keep = one_view_per_source(data.view_valid, data.view_source, np.broadcast_to(first, data.view_valid.shape))
+    score = np.where(keep, data.visibility, -np.inf)
     order = np.argsort(-score, axis=1, kind="stable")[:, :k]
     rows = np.arange(len(data))[:, None]
     views = data.descriptors[rows, order].astype(np.float32)

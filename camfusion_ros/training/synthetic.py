@@ -22,14 +22,12 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
-from camfusion_ros.core.output_folder import check_replaceable_folder, recover_swap, swap_in
+from camfusion_ros.core.output_folder import check_replaceable_folder, fresh_folder, recover_swap
 from camfusion_ros.training.shards import TEXT_FILE, ShardError, write_shard, write_text_embeddings
 
 SPLITS = ("train", "val", "test")
@@ -168,9 +166,7 @@ def write_synthetic(out_dir: str | Path, cfg: SyntheticConfig) -> Path:
     data = generate(cfg)
     names = class_names(cfg)
     model = f"synthetic-{cfg.dim}d"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with fresh_folder(out) as tmp:
         for si, split in enumerate(SPLITS):
             for s in range(cfg.n_scenes):
                 m = (data["scene"] == s) & (data["split"] == si) & (data["trainable"] | (split == "test"))
@@ -184,10 +180,6 @@ def write_synthetic(out_dir: str | Path, cfg: SyntheticConfig) -> Path:
         (tmp / UNSEEN_FILE).write_text(json.dumps([names[c] for c in data["unseen_classes"]]))
         (tmp / RECORD).write_text(json.dumps(asdict(cfg), indent=2))
         os.chmod(tmp, 0o755)
-        swap_in(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
 
 

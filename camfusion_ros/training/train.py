@@ -12,9 +12,7 @@ import argparse
 import json
 import math
 import os
-import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -29,7 +27,7 @@ from camfusion_ros.cli_errors import report_error
 from camfusion_ros.core.camfusion.checkpoint import CheckpointError, save_checkpoint
 from camfusion_ros.core.fusion import make_fuser
 from camfusion_ros.core.output_folder import (OutputFolderError, check_replaceable_folder, claim_outputs,
-                                              recover_swap, swap_in)
+                                              fresh_folder, recover_swap)
 from camfusion_ros.training.config import ConfigError, TrainConfig, load_config, to_dict
 from camfusion_ros.training.baselines import build_fuser_model
 from camfusion_ros.training.losses import CamFusionLoss
@@ -83,15 +81,9 @@ def save_state(path: Path, trainee: Trainee, opt: torch.optim.Optimizer, step: i
         "optim_scalars": scalars, "extra": extra,
     }
     check_replaceable_folder(path, STATE_FILES, "state.json", "format", "training state", CheckpointError)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-    try:
+    with fresh_folder(path) as tmp:
         save_file(tensors, str(tmp / "state.safetensors"))
         (tmp / "state.json").write_text(json.dumps(doc, indent=1))
-        swap_in(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def load_state(path: Path, trainee: Trainee, opt: torch.optim.Optimizer) -> dict:

@@ -7,15 +7,13 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
-from camfusion_ros.core.output_folder import check_replaceable_folder, swap_in
+from camfusion_ros.core.output_folder import check_replaceable_folder, fresh_folder
 from camfusion_ros.core.camfusion.model import (CamFusion, CamFusionConfig, ModelBuildError, build_camfusion,
                                                check_state_shapes)
 
@@ -37,23 +35,17 @@ def save_checkpoint(path: str | os.PathLike, model: CamFusion, cfg: CamFusionCon
     """Write the directory atomically (a crash leaves the previous checkpoint intact)."""
     out = _dir(path)
     check_replaceable(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     cfg = cfg or model.cfg
     model = getattr(model, "module", model)  # unwrap DDP
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     umask = os.umask(0)
     os.umask(umask)
-    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; a checkpoint is a normal user file
-    try:
+    with fresh_folder(out) as tmp:
+        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; a checkpoint is a normal user file
         state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
         save_file(state, str(tmp / WEIGHTS), metadata={"format": FORMAT})
         (tmp / CONFIG).write_text(json.dumps({"format": FORMAT, "model": cfg.to_dict(), "extra": extra or {}}, indent=2))
         os.chmod(tmp / WEIGHTS, 0o666 & ~umask)
         check_replaceable(out)                 # again: something may have appeared meanwhile
-        swap_in(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
 
 
